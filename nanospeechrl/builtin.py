@@ -1,0 +1,153 @@
+"""
+The built-in speech corpus: text from corpus.py spoken by eSpeak NG voices (synth.py),
+with random rate, pitch, gain and background noise, written as JSONL manifests + 16-bit WAV files.
+
+    root = build_corpus(CorpusConfig())   # data/builtin-<hash>/{train,dev,...}.jsonl
+
+Splits (voice = "<accent>+<variant>", see synth.py):
+    train        training accents x training variants
+    dev, test    training accents x held-out variants   (voices never seen in training)
+    test_accent  the held-out accent x training variants (an accent never seen in training)
+    test_long    like test, 20-30 s passages of several sentences (where speech LLMs hallucinate)
+No sentence of a dev/test split occurs in train (corpus.split_texts guarantees it).
+The directory name holds a hash of the config: the same config reuses the built corpus.
+"""
+import glob
+import hashlib
+import json
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from nanospeechrl import synth
+from nanospeechrl.audio import SAMPLE_RATE, save
+from nanospeechrl.corpus import split_texts
+
+SPLITS = ["train", "dev", "test", "test_accent", "test_long"]
+CORPUS_VERSION = 2  # bump when the rendering below changes, so old corpora are not reused
+
+
+@dataclass
+class CorpusConfig:
+    seed: int = 0                      # everything (texts, voices, noise) is deterministic in it
+    n_train: int = 4000                # utterances per split ...
+    n_dev: int = 200
+    n_test: int = 200
+    n_test_accent: int = 200
+    n_test_long: int = 40
+    test_accent: str = "en-029"        # accent heard only in test_accent
+    n_heldout_variants: int = 12       # voice variants heard only in dev/test/test_long
+    rate: tuple = (140, 200)           # speaking rate range, words per minute
+    pitch: tuple = (25, 75)            # eSpeak pitch range (0-99)
+    gain_db: tuple = (-15.0, 0.0)      # peak level range, dB below full scale
+    snr_db: tuple = (10.0, 40.0)       # signal-to-noise ratio range of additive noise
+    long_seconds: tuple = (20.0, 30.0)  # duration range of test_long utterances
+    include_odd: bool = False          # also use the odd (whisper, robot, ...) variants
+
+
+def voice_pools(cfg):
+    """(train_variants, heldout_variants, train_accents), deterministic in cfg.seed."""
+    if cfg.test_accent not in synth.ACCENTS:
+        raise ValueError(f"test_accent {cfg.test_accent!r} is not one of {synth.ACCENTS}")
+    variants = [v for v in synth.variants() if cfg.include_odd or v not in synth.ODD_VARIANTS]
+    random.Random(cfg.seed).shuffle(variants)
+    heldout, train = sorted(variants[:cfg.n_heldout_variants]), sorted(variants[cfg.n_heldout_variants:])
+    return train, heldout, [a for a in synth.ACCENTS if a != cfg.test_accent]
+
+
+def corpus_dir(cfg, root="data"):
+    key = json.dumps({"version": CORPUS_VERSION, **asdict(cfg)}, sort_keys=True)
+    return os.path.join(root, "builtin-" + hashlib.sha1(key.encode()).hexdigest()[:10])
+
+
+def _jobs(cfg):
+    """One render job (text, voice, prosody, noise) per utterance, per split."""
+    texts = split_texts(cfg.seed, cfg.n_train, cfg.n_dev, cfg.n_test, cfg.n_test_accent, cfg.n_test_long)
+    train_vars, heldout_vars, accents = voice_pools(cfg)
+    pools = {"train": (accents, train_vars), "dev": (accents, heldout_vars), "test": (accents, heldout_vars),
+             "test_accent": ([cfg.test_accent], train_vars), "test_long": (accents, heldout_vars)}
+    jobs = {}
+    for split in SPLITS:
+        rng = random.Random(f"{cfg.seed}-{split}")  # a split's voices don't depend on other splits' sizes
+        split_accents, split_vars = pools[split]
+        jobs[split] = [dict(
+            text=text, path=f"audio/{split}/{i:06d}.wav",
+            voice=f"{rng.choice(split_accents)}+{rng.choice(split_vars)}",
+            rate=rng.randint(*cfg.rate), pitch=rng.randint(*cfg.pitch),
+            gain_db=rng.uniform(*cfg.gain_db), snr_db=rng.uniform(*cfg.snr_db),
+            noise_seed=rng.getrandbits(32), noise_color=rng.choice(["white", "pink", "brown"]),
+            seconds=cfg.long_seconds if split == "test_long" else None,
+        ) for i, text in enumerate(texts[split])]
+    return jobs
+
+
+def _noise(n, color, rng):
+    """Gaussian noise with a 1/f^0 (white), 1/f (pink) or 1/f^2 (brown) power spectrum."""
+    size = 1 << (n - 1).bit_length()  # a power of two: FFTs of prime-ish lengths are slow
+    spectrum = np.fft.rfft(rng.standard_normal(size))
+    f = np.maximum(np.fft.rfftfreq(size), 1.0 / size)
+    spectrum /= f ** {"white": 0.0, "pink": 0.5, "brown": 1.0}[color]
+    noise = np.fft.irfft(spectrum, size)[:n]
+    return noise / (noise.std() + 1e-12)
+
+
+def _render(job):
+    """Speak one job, add noise and gain, write it. Runs in a worker process."""
+    rate = job["rate"]
+    for _ in range(4):  # long-form: re-speak at a corrected rate until the duration fits
+        wav = synth.synthesize(job["text"], job["voice"], rate, job["pitch"]).numpy().astype(np.float64)
+        seconds = len(wav) / SAMPLE_RATE
+        lo, hi = job["seconds"] or (0, float("inf"))
+        if lo <= seconds <= hi:
+            break
+        rate = int(np.clip(rate * seconds / ((lo + hi) / 2), 80, 400))  # eSpeak's rate is ~linear
+    else:
+        raise RuntimeError(f"could not speak {job['text'][:40]!r}... within {lo}-{hi} s")
+    rng = np.random.default_rng(job["noise_seed"])
+    speech_power = np.mean(wav ** 2) + 1e-12
+    wav = wav + _noise(len(wav), job["noise_color"], rng) * np.sqrt(speech_power / 10 ** (job["snr_db"] / 10))
+    wav *= 10 ** (job["gain_db"] / 20) / (np.abs(wav).max() + 1e-9)  # peak at gain_db below full scale
+    save(job["out"], torch.from_numpy(wav.astype(np.float32)))
+    return seconds
+
+
+def build_corpus(cfg=CorpusConfig(), root="data", processes=None, verbose=True):
+    """Render every split of the corpus under root, or reuse it if already built.
+    Returns the corpus directory. Built in a temp dir and renamed: a kill leaves no half corpus."""
+    out = corpus_dir(cfg, root)
+    if os.path.exists(os.path.join(out, "config.json")):
+        return out
+    for stale in glob.glob(out + ".tmp-*"):  # left by a killed build
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = out + f".tmp-{os.getpid()}"
+    t0 = time.time()
+    jobs = _jobs(cfg)
+    for split in SPLITS:
+        os.makedirs(os.path.join(tmp, "audio", split), exist_ok=True)
+        for job in jobs[split]:
+            job["out"] = os.path.join(tmp, job["path"])
+    flat = [job for split in SPLITS for job in jobs[split]]
+    if verbose:
+        print(f"building the built-in corpus in {out}: {len(flat)} utterances ...", flush=True)
+    durations = synth.parallel_map(_render, flat, processes)
+    for job, seconds in zip(flat, durations):
+        job["duration"] = round(seconds, 3)
+    for split in SPLITS:
+        with open(os.path.join(tmp, f"{split}.jsonl"), "w") as f:
+            for job in jobs[split]:
+                row = {"audio": job["path"], "text": job["text"], "task": "asr",
+                       "speaker": job["voice"], "duration": job["duration"]}
+                f.write(json.dumps(row) + "\n")
+    hours = sum(durations) / 3600
+    with open(os.path.join(tmp, "config.json"), "w") as f:  # written last: marks a complete corpus
+        json.dump({"version": CORPUS_VERSION, **asdict(cfg), "hours": round(hours, 3)}, f, indent=1)
+    shutil.rmtree(out, ignore_errors=True)  # an incomplete corpus (no config.json) from a killed build
+    os.replace(tmp, out)
+    if verbose:
+        print(f"built {hours:.2f} h of audio in {time.time() - t0:.0f} s", flush=True)
+    return out

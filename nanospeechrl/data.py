@@ -1,0 +1,300 @@
+"""Utterance records, JSONL manifests, the LibriSpeech reader, a log-mel feature cache and
+length-bucketed batching.
+
+Loaders return (examples, skipped). With skip_bad=False the first bad input raises an error
+naming the file and line; with skip_bad=True it is dropped and counted in `skipped`, a
+Counter keyed by reason ("bad_json", "missing_field", "bad_field", "empty_text",
+"missing_audio", "malformed_line", "bad_audio", "too_long"), so the caller can report it.
+"""
+import hashlib
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from nanospeechrl import audio
+from nanospeechrl.tokenizer import TASKS
+
+KNOWN_FIELDS = ("audio", "text", "task", "prompt", "speaker", "duration")
+
+
+class DataError(ValueError):
+    """Bad dataset input; the message starts with the file (and line) at fault."""
+
+
+@dataclass
+class Example:
+    audio: str  # absolute path of the audio file
+    text: str  # target text: transcript, answer or translation
+    task: str = "asr"  # one of tokenizer.TASKS
+    prompt: str = ""  # task prompt, e.g. the question for sqa
+    speaker: str = ""  # speaker id (for speaker-disjoint splits and TTS)
+    duration: float | None = None  # seconds, when the manifest says so
+    source: str = ""  # "file:line" it was read from, for error messages
+    extra: dict = field(default_factory=dict)  # other manifest fields, written back by write_manifest
+
+
+class _BadLine(Exception):
+    """One unusable input line; `reason` is its key in the skipped Counter."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def _read_lines(path, parse, skip_bad: bool):
+    """Run parse(line, source) on every non-blank line of `path`, collecting the Examples."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().split("\n")  # not splitlines(): JSON strings may hold U+2028 and friends
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    examples, skipped = [], Counter()
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        source = f"{path}:{lineno}"
+        try:
+            examples.append(parse(line, source))
+        except _BadLine as e:
+            if not skip_bad:
+                raise DataError(f"{source}: {e}") from None
+            skipped[e.reason] += 1
+    if not examples:
+        why = f" (skipped: {dict(skipped)})" if skipped else ""
+        raise DataError(f"{path}: no usable examples{why}")
+    return examples, skipped
+
+
+def read_manifest(path, skip_bad=False, check_audio_exists=True):
+    """JSONL manifest -> (list[Example], skipped Counter). Audio paths are relative to the manifest."""
+    base = Path(path).parent
+
+    def parse(line, source):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise _BadLine("bad_json", f"not valid JSON ({e.msg}, column {e.colno})") from None
+        if not isinstance(row, dict):
+            raise _BadLine("bad_json", f"expected a JSON object, got {type(row).__name__}")
+        for key in ("audio", "text"):
+            if key not in row:
+                raise _BadLine("missing_field", f"missing field {key!r}")
+        for key in ("audio", "text", "task", "prompt"):
+            if key in row and not isinstance(row[key], str):
+                raise _BadLine("bad_field", f"field {key!r} must be a string, got {type(row[key]).__name__}")
+        if not row["text"].strip():
+            raise _BadLine("empty_text", "empty transcript ('text' is blank)")
+        task = row.get("task", "asr")
+        if task not in TASKS:
+            raise _BadLine("bad_field", f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+        duration = row.get("duration")
+        if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))):
+            raise _BadLine("bad_field", f"field 'duration' must be a number of seconds, got {duration!r}")
+        wav = os.path.abspath(base / row["audio"])  # an absolute "audio" path is kept as is
+        if check_audio_exists and not os.path.isfile(wav):
+            raise _BadLine("missing_audio", f"audio file not found: {wav}")
+        return Example(audio=wav, text=row["text"], task=task, prompt=row.get("prompt", ""),
+                       speaker=str(row.get("speaker", "")),  # numeric ids (LibriSpeech-style) become strings
+                       duration=None if duration is None else float(duration), source=source,
+                       extra={k: v for k, v in row.items() if k not in KNOWN_FIELDS})
+
+    return _read_lines(path, parse, skip_bad)
+
+
+def write_manifest(path, examples) -> None:
+    """Write examples as JSONL with audio paths relative to the manifest's directory."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = os.path.abspath(path.parent)
+    lines = []
+    for ex in examples:
+        row = {"audio": os.path.relpath(ex.audio, base), "text": ex.text, "task": ex.task}
+        if ex.prompt:
+            row["prompt"] = ex.prompt
+        if ex.speaker:
+            row["speaker"] = ex.speaker
+        if ex.duration is not None:
+            row["duration"] = ex.duration
+        row.update({k: v for k, v in ex.extra.items() if k not in KNOWN_FIELDS})
+        lines.append(json.dumps(row, ensure_ascii=False) + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(lines), encoding="utf-8")
+    os.replace(tmp, path)  # atomic: a reader never sees half a manifest
+
+
+def read_librispeech(root, skip_bad=False):
+    """LibriSpeech-style tree (root/**/SPK-CH.trans.txt + SPK-CH-UTT.flac) -> (examples, skipped)."""
+    root = Path(root)
+    transcripts = sorted(root.rglob("*.trans.txt"))
+    if not transcripts:
+        raise DataError(f"{root}: no *.trans.txt files below it (not a LibriSpeech-style directory)")
+    examples, skipped = [], Counter()
+    for trans in transcripts:
+        def parse(line, source, folder=trans.parent):
+            parts = line.strip().split(maxsplit=1)
+            if len(parts) != 2:
+                raise _BadLine("malformed_line", f"expected 'UTTERANCE-ID TRANSCRIPT', got {line.strip()!r}")
+            utt, text = parts
+            flac = folder / f"{utt}.flac"
+            if not flac.is_file():
+                raise _BadLine("missing_audio", f"audio file not found: {flac}")
+            # LibriSpeech is upper case; lower-casing gives the BPE tokenizer one spelling per
+            # word (metrics normalise case anyway, so no score depends on this)
+            return Example(audio=os.path.abspath(flac), text=text.lower(), speaker=utt.split("-")[0], source=source)
+
+        exs, skips = _read_lines(trans, parse, skip_bad)
+        examples += exs
+        skipped += skips
+    return examples, skipped
+
+
+def load_examples(spec, skip_bad=False):
+    """A .jsonl manifest or a LibriSpeech-style directory -> (examples, skipped)."""
+    p = Path(spec)
+    if p.is_file() and p.suffix == ".jsonl":
+        return read_manifest(p, skip_bad)
+    if p.is_dir() and next(p.rglob("*.trans.txt"), None) is not None:
+        return read_librispeech(p, skip_bad)
+    what = "a file without the .jsonl suffix" if p.is_file() else \
+        "a directory with no *.trans.txt below it" if p.is_dir() else "not found"
+    raise DataError(f"{p}: {what}; expected a .jsonl manifest or a LibriSpeech-style directory")
+
+
+# ----------------------------------------------------------------------------- feature cache
+
+def _cache_key(examples) -> str:
+    """Hash of the frontend constants and each file's path, size and mtime: any change recomputes."""
+    h = hashlib.sha256()
+    constants = {k: v for k, v in vars(audio).items() if k.isupper() and isinstance(v, (int, float, str))}
+    h.update(json.dumps(constants, sort_keys=True).encode())
+    for ex in examples:
+        try:
+            st = os.stat(ex.audio)
+            stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"  # load() will report it
+        h.update(f"{ex.audio}\0{stamp}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def _compute(examples, skip_bad: bool):
+    """Log-mel for every example -> (feats list of (T, N_MELS), errors list: "" when fine)."""
+    feats, errors = [], []
+    threads = torch.get_num_threads()
+    # one utterance's FFT is too small to split: intra-op threads only spin and contend
+    # (measured 30x slower with 2 threads than with 1 on a busy 2-core machine)
+    torch.set_num_threads(1)
+    try:
+        for ex in examples:
+            try:
+                feats.append(audio.log_mel(audio.load(ex.audio)))  # (T, N_MELS)
+                errors.append("")
+            except audio.AudioError as e:
+                if not skip_bad:  # fail before spending minutes on the rest
+                    raise audio.AudioError(f"{e} (listed at {ex.source})") from None
+                feats.append(torch.zeros(0, audio.N_MELS))
+                errors.append(str(e))
+    finally:
+        torch.set_num_threads(threads)
+    return feats, errors
+
+
+def features(examples, cache_dir=None, skip_bad=False, max_frames=None):
+    """Log-mel features, computed once and kept in one .pt file in cache_dir.
+
+    Returns (feats, kept, skipped): feats[i] (T_i, N_MELS) belongs to kept[i]; unreadable audio
+    raises AudioError (or counts "bad_audio"), more than max_frames frames raises DataError
+    (or counts "too_long"). Errors name the audio file and the manifest line it came from.
+    """
+    if not examples:
+        return [], [], Counter()
+    cache = Path(cache_dir) / f"feats-{_cache_key(examples)}.pt" if cache_dir is not None else None
+    blob = None
+    if cache is not None and cache.exists():
+        try:
+            blob = torch.load(cache, weights_only=True)
+        except Exception:  # unreadable cache (e.g. from an older torch): just recompute it
+            blob = None
+    if blob is not None:
+        feats, errors = list(torch.split(blob["feats"], blob["lens"].tolist())), blob["errors"]
+    else:
+        feats, errors = _compute(examples, skip_bad)
+        if cache is not None:
+            # one concatenated tensor saves and loads far faster than thousands of small ones
+            blob = {"feats": torch.cat(feats), "lens": torch.tensor([len(f) for f in feats]), "errors": errors}
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(cache.name + ".tmp")
+            torch.save(blob, tmp)
+            os.replace(tmp, cache)  # atomic: a killed run never leaves half a cache file
+    kept_feats, kept, skipped = [], [], Counter()
+    for ex, feat, error in zip(examples, feats, errors):
+        if error:  # only reachable from a cache written with skip_bad=True
+            if not skip_bad:
+                raise audio.AudioError(f"{error} (listed at {ex.source})")
+            skipped["bad_audio"] += 1
+        elif max_frames is not None and len(feat) > max_frames:
+            if not skip_bad:
+                raise DataError(f"{ex.audio}: {len(feat)} frames is more than max_frames={max_frames} "
+                                f"(listed at {ex.source})")
+            skipped["too_long"] += 1
+        else:
+            kept_feats.append(feat)
+            kept.append(ex)
+    return kept_feats, kept, skipped
+
+
+# ----------------------------------------------------------------------------- batching
+
+def bucket_batches(lengths, max_frames_per_batch=None, batch_size=None, shuffle=True, seed=0):
+    """Indices grouped into batches of similar length -> list[list[int]], every index exactly once.
+
+    Sorted by length, then cut greedily so that padded size max_len * n <= max_frames_per_batch
+    (short utterances make big batches) and n <= batch_size. A single item longer than the
+    budget gets a batch of its own. With shuffle, equal lengths are tie-broken randomly and
+    the batch order is shuffled, both deterministically in `seed` (pass seed + epoch).
+    """
+    if max_frames_per_batch is None and batch_size is None:
+        raise ValueError("bucket_batches needs max_frames_per_batch or batch_size")
+    lengths = [int(n) for n in lengths]
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(lengths), generator=g).tolist() if shuffle else list(range(len(lengths)))
+    order.sort(key=lengths.__getitem__)  # stable: ties keep the random order
+    batches, batch = [], []
+    for i in order:  # ascending, so the newest item is always the batch's longest
+        too_many = batch_size is not None and len(batch) + 1 > batch_size
+        too_big = max_frames_per_batch is not None and lengths[i] * (len(batch) + 1) > max_frames_per_batch
+        if batch and (too_many or too_big):
+            batches.append(batch)
+            batch = []
+        batch.append(i)
+    if batch:
+        batches.append(batch)
+    if shuffle:
+        batches = [batches[j] for j in torch.randperm(len(batches), generator=g).tolist()]
+    return batches
+
+
+def collate(feats, token_ids, pad_id=0):
+    """feats: list of (T_i, N_MELS); token_ids: list of id lists -> dict of padded batch tensors:
+    feats (B, T_max, N_MELS) zero-padded, feat_lens (B,), tokens (B, L_max) pad_id-padded, token_lens (B,)."""
+    if len(feats) != len(token_ids) or not feats:
+        raise ValueError(f"collate needs equal, non-zero numbers of features and token lists, "
+                         f"got {len(feats)} and {len(token_ids)}")
+    dims = {tuple(f.shape[1:]) for f in feats}
+    if len(dims) != 1 or any(f.dim() != 2 for f in feats):
+        raise ValueError(f"collate expects (T, n_mels) features of one width, got shapes "
+                         f"{sorted({tuple(f.shape) for f in feats})[:4]}")
+    tokens = [torch.tensor(t, dtype=torch.long) for t in token_ids]
+    return {
+        "feats": pad_sequence([f.float() for f in feats], batch_first=True),  # (B, T_max, N_MELS)
+        "feat_lens": torch.tensor([len(f) for f in feats], dtype=torch.long),  # (B,)
+        "tokens": pad_sequence(tokens, batch_first=True, padding_value=pad_id),  # (B, L_max)
+        "token_lens": torch.tensor([len(t) for t in tokens], dtype=torch.long),  # (B,)
+    }
