@@ -18,7 +18,8 @@ ROPE_BASE = 10000.0  # RoPE frequency base, as in RoFormer / llama
 @dataclass
 class EncoderConfig:
     n_mels: int = 80  # log-mel bins per input frame
-    d_model: int = 144  # hidden width (also the subsampling conv channels)
+    d_model: int = 144  # hidden width
+    conv_channels: int = 64  # channels of the subsampling convs (the costliest part on a CPU)
     n_layer: int = 4  # number of conformer blocks
     n_head: int = 4  # attention heads; d_model // n_head must be even for RoPE
     ff_mult: int = 4  # feed-forward hidden = ff_mult * d_model
@@ -53,11 +54,11 @@ class Subsample(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        c = config.d_model
+        c = config.conv_channels
         self.conv1 = nn.Conv2d(1, c, 3, stride=2, padding=1)
         self.conv2 = nn.Conv2d(c, c, 3, stride=2, padding=1)
         n_freq = subsampled_lengths(torch.tensor(config.n_mels)).item()  # frequency shrinks like time
-        self.out = nn.Linear(c * n_freq, c)
+        self.out = nn.Linear(c * n_freq, config.d_model)
 
     def forward(self, feats, lengths):  # (B, T, n_mels), (B,)
         x = feats.masked_fill(padding_mask(lengths, feats.shape[1])[..., None], 0.0)

@@ -1,0 +1,185 @@
+"""Decoder-only transformer LLM (Llama-style) and its pre-allocated KV cache.
+
+RoPE, RMSNorm, SwiGLU MLP, grouped-query attention, optional tied embeddings. The model
+takes token ids or input embeddings, so the speech LLM can feed one sequence of
+[audio embeddings][text token embeddings] built with `LLM.embed`.
+
+Prompts of different lengths share a batch LEFT-padded: row b has `pad[b]` padding slots
+before its first real token. A key mask hides the padding from attention and RoPE
+positions count from each row's first real token, so a padded row computes what the same
+prompt computes alone. With left padding every row's next token lands in the same cache
+slot, so a decode step is one in-place write for the whole batch.
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class LLMConfig:
+    vocab_size: int = 1024  # token ids (text BPE or speech tokens, specials included)
+    n_layer: int = 4  # transformer blocks
+    n_head: int = 4  # query heads
+    n_kv_head: int = 2  # key/value heads, shared by n_head // n_kv_head query heads (GQA)
+    n_embd: int = 256  # model width; head_dim = n_embd // n_head
+    max_seq_len: int = 512  # longest sequence in slots: left padding + prompt + completion
+    dropout: float = 0.0  # dropout on attention probabilities and residual branches (training only)
+    tie_embeddings: bool = True  # the output head reuses the input embedding matrix
+    rope_theta: float = 10000.0  # RoPE base; larger = slower-rotating, longer-range frequencies
+
+
+class KVCache:
+    """Keys and values of every layer, pre-allocated and written in place.
+
+    k, v: (n_layer, B, n_kv_head, max_len, head_dim). The first `pos` slots are filled, the
+    same number for every row (prompts are left-padded); `pad` (B,) counts each row's
+    padding slots at the start.
+    """
+
+    def __init__(self, config, batch_size, max_len, pad=None, device=None, dtype=torch.float32):
+        shape = (config.n_layer, batch_size, config.n_kv_head, max_len, config.n_embd // config.n_head)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.pad = torch.zeros(batch_size, dtype=torch.long, device=device) if pad is None else pad.to(device)
+        self.pos = 0
+
+    def update(self, layer, k, v):
+        """Write k, v (B, n_kv_head, T, head_dim) at slots [pos, pos + T); return slots [0, pos + T)."""
+        end = self.pos + k.shape[2]
+        if end > self.k.shape[3]:
+            raise ValueError(f"KVCache is full: {end} slots needed, {self.k.shape[3]} allocated")
+        self.k[layer, :, :, self.pos:end] = k
+        self.v[layer, :, :, self.pos:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def repeat_interleave(self, n):
+        """A new cache with each row repeated n times (row b -> rows b*n .. b*n+n-1): group rollouts."""
+        new = KVCache.__new__(KVCache)
+        new.k, new.v = self.k.repeat_interleave(n, dim=1), self.v.repeat_interleave(n, dim=1)
+        new.pad, new.pos = self.pad.repeat_interleave(n), self.pos
+        return new
+
+
+def apply_rope(x, cos, sin):
+    """Rotate channel pairs (i, i + head_dim/2) by position-dependent angles. x: (B, H, T, head_dim)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+def attention_mask(q_slots, n_keys, pad):
+    """(B, 1, T, n_keys) bool: the query at slot i sees key j iff j <= i and j is not padding.
+
+    A padding query also sees itself, so no row is fully masked (SDPA would return NaN);
+    its output is garbage that no real token ever attends to.
+    """
+    k = torch.arange(n_keys, device=q_slots.device)
+    causal = k[None, :] <= q_slots[:, None]  # (T, S)
+    real = k[None, :] >= pad[:, None]  # (B, S)
+    self_ = k[None, :] == q_slots[:, None]  # (T, S)
+    return ((causal[None] & real[:, None]) | self_[None]).unsqueeze(1)
+
+
+class Attention(nn.Module):
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        if config.n_embd % config.n_head or config.n_head % config.n_kv_head:
+            raise ValueError(f"n_embd ({config.n_embd}) must divide by n_head ({config.n_head}) "
+                             f"and n_head by n_kv_head ({config.n_kv_head})")
+        self.layer_idx, self.n_head, self.n_kv_head = layer_idx, config.n_head, config.n_kv_head
+        self.head_dim, self.dropout = config.n_embd // config.n_head, config.dropout
+        self.wq = nn.Linear(config.n_embd, config.n_head * self.head_dim, bias=False)
+        self.wk = nn.Linear(config.n_embd, config.n_kv_head * self.head_dim, bias=False)
+        self.wv = nn.Linear(config.n_embd, config.n_kv_head * self.head_dim, bias=False)
+        self.wo = nn.Linear(config.n_embd, config.n_embd, bias=False)
+
+    def forward(self, x, cos, sin, mask, kv_cache):
+        B, T, _ = x.shape
+        q = self.wq(x).view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = self.wk(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, Hkv, T, hd)
+        v = self.wv(x).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if kv_cache is not None:
+            k, v = kv_cache.update(self.layer_idx, k, v)  # (B, Hkv, S, hd): the past and these T
+        # enable_gqa: query head h reads kv head h // (n_head // n_kv_head), without copying k, v.
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=True,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.wo(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, D)
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        hidden = (8 * config.n_embd // 3 + 31) // 32 * 32  # ~8/3 width keeps params equal to a 4x GELU MLP
+        self.gate = nn.Linear(config.n_embd, hidden, bias=False)
+        self.up = nn.Linear(config.n_embd, hidden, bias=False)
+        self.down = nn.Linear(hidden, config.n_embd, bias=False)
+
+    def forward(self, x):
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+class Block(nn.Module):
+    def __init__(self, config, layer_idx):
+        super().__init__()
+        self.norm1, self.norm2 = nn.RMSNorm(config.n_embd, eps=1e-6), nn.RMSNorm(config.n_embd, eps=1e-6)
+        self.attn, self.mlp = Attention(config, layer_idx), SwiGLU(config)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x, cos, sin, mask, kv_cache):
+        x = x + self.drop(self.attn(self.norm1(x), cos, sin, mask, kv_cache))
+        return x + self.drop(self.mlp(self.norm2(x)))
+
+
+class LLM(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)
+        self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
+        self.norm = nn.RMSNorm(config.n_embd, eps=1e-6)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_embeddings:
+            self.lm_head.weight = self.wte.weight  # one Parameter, two uses
+        head_dim = config.n_embd // config.n_head
+        inv_freq = 1.0 / config.rope_theta ** (torch.arange(0, head_dim, 2).float() / head_dim)
+        angles = torch.outer(torch.arange(config.max_seq_len).float(), inv_freq)  # (max_seq_len, hd/2)
+        # Derived from the config, so not saved in checkpoints.
+        self.register_buffer("rope_cos", angles.cos(), persistent=False)
+        self.register_buffer("rope_sin", angles.sin(), persistent=False)
+        for name, p in self.named_parameters():
+            if p.dim() == 2:  # residual-branch outputs scaled down so the residual stream starts ~unit size
+                std = 0.02 / (2 * config.n_layer) ** 0.5 if name.endswith(("wo.weight", "down.weight")) else 0.02
+                nn.init.normal_(p, std=std)
+
+    def embed(self, idx):
+        """Token ids (B, T) -> input embeddings (B, T, D)."""
+        return self.wte(idx)
+
+    def forward(self, idx=None, embeds=None, kv_cache=None, pad=None):
+        """Logits (B, T, vocab) for token ids idx (B, T) or input embeddings embeds (B, T, D).
+
+        pad (B,): left-padding slots per row (no cache). With kv_cache the new tokens go to
+        slots [kv_cache.pos, kv_cache.pos + T), attend to everything cached before them,
+        and the cache's own pad is used.
+        """
+        if (idx is None) == (embeds is None):
+            raise ValueError("LLM.forward: pass exactly one of idx or embeds")
+        x = self.embed(idx) if embeds is None else embeds  # (B, T, D)
+        B, T, _ = x.shape
+        start = 0 if kv_cache is None else kv_cache.pos
+        if start + T > self.config.max_seq_len:
+            raise ValueError(f"sequence of {start + T} slots exceeds max_seq_len {self.config.max_seq_len}")
+        pad = kv_cache.pad if kv_cache is not None else pad
+        slots = torch.arange(start, start + T, device=x.device)  # (T,)
+        # RoPE positions start at 0 at each row's first real token; padding slots clamp to 0, unused.
+        positions = slots.expand(B, T) if pad is None else (slots[None] - pad[:, None]).clamp(min=0)
+        cos, sin = self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)  # (B, 1, T, hd/2)
+        # Plain causal attention (the fast training path) unless there is padding or a cache.
+        mask = None if pad is None else attention_mask(slots, start + T, pad)
+        for block in self.blocks:
+            x = block(x, cos.to(x.dtype), sin.to(x.dtype), mask, kv_cache)
+        if kv_cache is not None:
+            kv_cache.pos += T
+        return self.lm_head(self.norm(x))  # (B, T, vocab)
