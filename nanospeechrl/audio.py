@@ -43,6 +43,8 @@ def _wav_truncated(path) -> bool:
 
 def load(path) -> torch.Tensor:
     """Read wav/flac/ogg/... -> (T,) mono float32 at SAMPLE_RATE; AudioError names the file if bad."""
+    if not os.path.isfile(path):
+        raise AudioError(f"{path}: file not found")
     try:
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (T, C)
     except (RuntimeError, OSError) as e:  # soundfile's errors subclass RuntimeError

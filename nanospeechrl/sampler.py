@@ -102,6 +102,9 @@ def generate(model, prompt_embeds, prompt_lengths=None, max_new_tokens=64, tempe
     """
     embeds, pad = left_pad(prompt_embeds, prompt_lengths)  # (B, T, D), (B,)
     B, T, _ = embeds.shape
+    if T + max_new_tokens > model.config.max_seq_len:  # fail before decoding, not halfway through
+        raise ValueError(f"a prompt of {T} slots + max_new_tokens={max_new_tokens} exceeds the model's "
+                         f"max_seq_len={model.config.max_seq_len}")
     param = next(model.parameters())
     cache = KVCache(model.config, B, T + max_new_tokens, pad, param.device, param.dtype)
     logits = model(embeds=embeds.to(param.dtype), kv_cache=cache)[:, -1]  # (B, V): one prefill per prompt

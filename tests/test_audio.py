@@ -90,7 +90,7 @@ def _write_truncated(path):
 
 
 @pytest.mark.parametrize("case, make, message", [
-    ("missing.wav", None, "cannot read"),
+    ("missing.wav", None, "file not found"),
     ("garbage.wav", lambda p: p.write_bytes(b"definitely not a RIFF file" * 10), "cannot read"),
     ("empty.wav", lambda p: sf.write(p, np.zeros(0, dtype=np.float32), SAMPLE_RATE), "zero samples"),
     ("nan.wav", lambda p: _write_nonfinite(p, np.nan), "NaN or inf"),

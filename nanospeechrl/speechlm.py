@@ -1,0 +1,104 @@
+"""
+The speech-aware LLM: conformer encoder -> projector -> decoder LLM.
+
+    prompt = [audio embeddings][task token][prompt tokens]     target = [text tokens][<eos>]
+
+The projector stacks `stack` consecutive encoder frames (40 ms each after the encoder's 4x
+subsampling) and maps them to the LLM width with a small MLP, so the LLM sees one audio
+embedding per 80 ms by default. SFT is cross-entropy on the target tokens only.
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from nanospeechrl.checkpoint import load_checkpoint, read_config
+from nanospeechrl.encoder import Encoder, EncoderConfig
+from nanospeechrl.llm import LLM, LLMConfig
+from nanospeechrl.sampler import generate
+from nanospeechrl.tokenizer import Tokenizer
+
+
+@dataclass
+class ProjectorConfig:
+    stack: int = 2  # encoder frames stacked into one LLM embedding
+
+
+class Projector(nn.Module):
+    def __init__(self, d_audio, d_model, stack):
+        super().__init__()
+        self.stack = stack
+        self.net = nn.Sequential(nn.Linear(d_audio * stack, d_model), nn.GELU(), nn.Linear(d_model, d_model))
+
+    def forward(self, x, lengths):
+        """(B, T, D_audio), (B,) -> (B, ceil(T / stack), D_model), (B,)"""
+        B, T, D = x.shape
+        x = F.pad(x, (0, 0, 0, -T % self.stack))  # encoder output is zero past lengths, so is this pad
+        x = x.reshape(B, -1, D * self.stack)
+        return self.net(x), (lengths + self.stack - 1) // self.stack
+
+
+class SpeechLM(nn.Module):
+    def __init__(self, encoder_config, llm, projector_config=ProjectorConfig()):
+        super().__init__()
+        self.encoder = Encoder(encoder_config)
+        self.projector = Projector(encoder_config.d_model, llm.config.n_embd, projector_config.stack)
+        self.llm = llm
+
+    def encode(self, feats, feat_lens):
+        """Log-mel (B, T, n_mels), (B,) -> audio embeddings (B, T', D), lengths (B,)."""
+        hidden, lens = self.encoder(feats, feat_lens)
+        return self.projector(hidden, lens)
+
+    def prompts(self, audio, audio_lens, prompt_ids):
+        """Per-row prompt embeddings [audio][task token + prompt tokens]: a list of (T_i, D)."""
+        out = []
+        for b, ids in enumerate(prompt_ids):
+            text = self.llm.embed(torch.tensor(ids, device=audio.device))  # (P, D)
+            out.append(torch.cat([audio[b, :audio_lens[b]], text.to(audio.dtype)]))
+        return out
+
+    def sft_loss(self, feats, feat_lens, prompt_ids, target_ids):
+        """Mean cross-entropy over target tokens. prompt_ids, target_ids: lists of id lists
+        (targets end with <eos>). Rows are right-padded: with causal attention, padding at
+        the end changes nothing before it, and RoPE positions match the sampler's."""
+        audio, audio_lens = self.encode(feats, feat_lens)
+        prompts = self.prompts(audio, audio_lens, prompt_ids)
+        rows, labels = [], []
+        for prompt, target in zip(prompts, target_ids):
+            tgt = torch.tensor(target, device=feats.device)
+            rows.append(torch.cat([prompt, self.llm.embed(tgt[:-1]).to(prompt.dtype)]))  # input: all but the last
+            labels.append(torch.cat([torch.full((len(prompt) - 1,), -100, device=feats.device), tgt]))
+        T = max(len(r) for r in rows)
+        x = torch.stack([F.pad(r, (0, 0, 0, T - len(r))) for r in rows])  # (B, T, D)
+        y = torch.stack([F.pad(lab, (0, T - len(lab)), value=-100) for lab in labels])  # (B, T)
+        logits = self.llm(embeds=x)  # (B, T, V)
+        return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=-100)
+
+    @torch.no_grad()
+    def generate(self, feats, feat_lens, prompt_ids, eos_id, max_new_tokens=128, **sampling):
+        """Sample completions for a batch of audio; sampling: temperature, top_k, top_p,
+        num_samples, generator (see sampler.generate). Returns a sampler.Rollout."""
+        audio, audio_lens = self.encode(feats, feat_lens)
+        return generate(self.llm, self.prompts(audio, audio_lens, prompt_ids),
+                        max_new_tokens=max_new_tokens, eos_id=eos_id, **sampling)
+
+    def transcribe(self, feats, feat_lens, tokenizer, task="asr", prompt="", max_new_tokens=128,
+                   temperature=0.0, **sampling):
+        """Greedy (default) decoding of a batch of log-mel features -> list of strings."""
+        ids = [tokenizer.task_id(task)] + tokenizer.encode(prompt)
+        out = self.generate(feats, feat_lens, [ids] * len(feats), tokenizer.eos_id, max_new_tokens,
+                            temperature=temperature, **sampling)
+        return [tokenizer.decode(row[:n].tolist()) for row, n in zip(out.tokens, out.lengths)]
+
+
+def load_speechlm(path, map_location="cpu"):
+    """A stage-1 (or later) checkpoint directory -> (SpeechLM in eval mode, Tokenizer)."""
+    config = read_config(path)
+    if "llm" not in config:
+        raise ValueError(f"{path}: not a speech-LLM checkpoint (no 'llm' in config.json; a stage-0 encoder?)")
+    model = SpeechLM(EncoderConfig(**config["encoder"]), LLM(LLMConfig(**config["llm"])),
+                     ProjectorConfig(**config["projector"]))
+    loaded = load_checkpoint(path, model, map_location=map_location)
+    return model.to(map_location).eval(), Tokenizer.load(loaded["dir"])

@@ -1,0 +1,94 @@
+"""
+Use a trained speech LLM from the command line.
+
+    python sample.py transcribe --ckpt out/asr/stage1 a.wav b.flac
+    python sample.py transcribe --ckpt out/asr/stage1 --temperature 0.7 --top-p 0.9 --seed 1 a.wav
+
+Prints one line per input file on stdout, "<path>\\t<output>", in the order given. A file that
+cannot be used (unreadable, empty, longer than the encoder accepts) prints
+"error: <path>: <why>" on stderr instead; the others still run, and the exit code is 1.
+"""
+import argparse
+import sys
+
+import torch
+
+from nanospeechrl import audio
+from nanospeechrl.data import collate
+from nanospeechrl.encoder import FRAMES_PER_SECOND
+from nanospeechrl.speechlm import load_speechlm
+
+
+def pick_device(name):
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def read_features(paths, max_frames):
+    """-> [(path, log-mel (T, N_MELS))] for the usable files; the others are reported on stderr."""
+    feats = []
+    for path in paths:
+        try:
+            feat = audio.log_mel(audio.load(path))  # (T, N_MELS)
+            if len(feat) > max_frames:  # the encoder would refuse the whole batch
+                raise audio.AudioError(f"{path}: {len(feat) / FRAMES_PER_SECOND:.2f} s is longer than this "
+                                       f"model accepts ({max_frames / FRAMES_PER_SECOND:.2f} s)")
+            feats.append((path, feat))
+        except audio.AudioError as e:  # its message starts with the path
+            print(f"error: {e}", file=sys.stderr)
+    return feats
+
+
+def speech_to_text(args, task, prompt=""):
+    """The shared body of every speech -> text subcommand. Returns the exit code."""
+    device = pick_device(args.device)
+    try:
+        model, tokenizer = load_speechlm(args.ckpt)
+    except (OSError, ValueError) as e:  # no checkpoint there, or not a speech-LLM one
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    model.to(device)
+    feats = read_features(args.audio, model.encoder.config.max_frames)
+    generator = torch.Generator(device).manual_seed(args.seed)  # sampling only; greedy ignores it
+    for start in range(0, len(feats), args.batch_size):
+        paths, batch = zip(*feats[start:start + args.batch_size])
+        b = collate(list(batch), [[0]] * len(batch))  # zero-padded (B, T, N_MELS), (B,)
+        texts = model.transcribe(b["feats"].to(device), b["feat_lens"].to(device), tokenizer, task=task,
+                                 prompt=prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                 top_k=args.top_k, top_p=args.top_p, generator=generator)
+        for path, text in zip(paths, texts):
+            print(f"{path}\t{' '.join(text.split())}", flush=True)  # one line per file, whatever the model emits
+    return 0 if len(feats) == len(args.audio) else 1
+
+
+def transcribe(args):
+    return speech_to_text(args, task="asr")
+
+
+def add_common(parser):
+    """Flags every subcommand shares: the checkpoint, the inputs, sampling and the device."""
+    parser.add_argument("--ckpt", required=True, help="checkpoint directory, e.g. out/asr/stage1")
+    parser.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, ...)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    parser.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0 = all)")
+    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = all)")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--max-new-tokens", type=int, default=128, help="decoding budget per file")
+    parser.add_argument("--batch-size", type=int, default=16, help="files decoded together")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    # one block per subcommand: its parser, its own flags, the function that runs it
+    p = commands.add_parser("transcribe", help="speech -> text (ASR)")
+    add_common(p)
+    p.set_defaults(run=transcribe)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

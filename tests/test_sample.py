@@ -1,0 +1,111 @@
+import importlib.util
+import math
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+
+from nanospeechrl import audio
+from nanospeechrl.checkpoint import save_checkpoint
+from nanospeechrl.encoder import EncoderConfig
+from nanospeechrl.llm import LLM, LLMConfig
+from nanospeechrl.speechlm import ProjectorConfig, SpeechLM, load_speechlm
+from nanospeechrl.tokenizer import Tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_FRAMES = 300  # 3 s: a tiny limit, so a "too long" file is cheap to make
+
+
+def load_sample_module():
+    spec = importlib.util.spec_from_file_location("sample", ROOT / "sample.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A tiny random speech-LLM checkpoint and test audio: two good files, a long, a broken, a missing one."""
+    tmp = tmp_path_factory.mktemp("sample")
+    tok = Tokenizer.train(["one two three", "hello world"] * 4, vocab_size=300)
+    enc = EncoderConfig(d_model=32, n_layer=1, n_head=2, conv_kernel=3, conv_channels=8, dropout=0.0,
+                        max_frames=MAX_FRAMES)
+    llm = LLMConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_kv_head=1, n_embd=32, max_seq_len=256)
+    torch.manual_seed(0)
+    model = SpeechLM(enc, LLM(llm), ProjectorConfig(stack=2))
+    with torch.no_grad():  # wide weights: greedy choices far from float-rounding ties
+        for p in model.llm.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.2)
+    config = {"train": {}, "encoder": asdict(enc), "llm": asdict(llm), "projector": {"stack": 2}}
+    save_checkpoint(tmp / "ckpt", model, config, tok)
+
+    def tone(seconds, hz):
+        t = torch.arange(int(seconds * audio.SAMPLE_RATE)) / audio.SAMPLE_RATE
+        return 0.3 * torch.sin(2 * math.pi * hz * t) + 0.05 * torch.randn(len(t), generator=g)
+
+    g = torch.Generator().manual_seed(0)
+    audio.save(tmp / "a.wav", tone(0.8, 220))
+    audio.save(tmp / "b.flac", tone(1.5, 440))
+    audio.save(tmp / "long.wav", tone(3.5, 330))  # 351 frames > MAX_FRAMES
+    (tmp / "bad.wav").write_bytes(b"this is not audio at all" * 10)
+    return {"ckpt": tmp / "ckpt", "a": tmp / "a.wav", "b": tmp / "b.flac", "long": tmp / "long.wav",
+            "bad": tmp / "bad.wav", "missing": tmp / "missing.wav"}
+
+
+def expected_line(files, name):
+    """What sample.py must print for one good file: the model run on that file alone, in process."""
+    model, tok = load_speechlm(files["ckpt"])
+    feats = audio.log_mel(audio.load(files[name]))
+    text = model.transcribe(feats[None], torch.tensor([len(feats)]), tok, max_new_tokens=6)[0]
+    return f"{files[name]}\t{' '.join(text.split())}"
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, str(ROOT / "sample.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def test_transcribe_cli_reports_bad_files_and_keeps_going(files):
+    r = run_cli("transcribe", "--ckpt", files["ckpt"], "--max-new-tokens", 6, "--device", "cpu",
+                files["a"], files["bad"], files["missing"], files["long"], files["b"])
+    assert r.returncode == 1, r.stderr
+    expected = [expected_line(files, "a"), expected_line(files, "b")]
+    assert any(line.split("\t")[1] for line in expected)  # the model says something: not a vacuous check
+    assert r.stdout.splitlines() == expected  # batched together, in input order, equal to each run alone
+    errors = r.stderr.splitlines()
+    assert len(errors) == 3, r.stderr
+    assert errors[0].startswith(f"error: {files['bad']}: ")
+    assert errors[1].startswith(f"error: {files['missing']}: ")
+    assert errors[2].startswith(f"error: {files['long']}: ") and "longer than this model accepts" in errors[2]
+
+    r = run_cli("transcribe", "--ckpt", files["ckpt"], "--max-new-tokens", 6, files["a"], files["b"])
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == expected
+    assert r.stderr == ""
+
+
+def test_sampling_flags(files, capsys):
+    sample = load_sample_module()
+    common = ["transcribe", "--ckpt", str(files["ckpt"]), "--max-new-tokens", "6", str(files["a"]), str(files["b"])]
+    assert sample.main(common) == 0
+    greedy = capsys.readouterr().out
+    assert sample.main(common + ["--temperature", "1.0", "--top-k", "1", "--seed", "7"]) == 0
+    assert capsys.readouterr().out == greedy  # top-k 1 keeps only the argmax
+    sampled = []
+    for _ in range(2):
+        assert sample.main(common + ["--temperature", "1.5", "--seed", "7", "--batch-size", "1"]) == 0
+        sampled.append(capsys.readouterr().out)
+    assert sampled[0] == sampled[1]  # same seed, same samples
+
+
+def test_not_a_speechlm_checkpoint(files, tmp_path, capsys):
+    sample = load_sample_module()
+    assert sample.main(["transcribe", "--ckpt", str(tmp_path / "nothing"), str(files["a"])]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(tmp_path / "nothing") in err
+    with pytest.raises(SystemExit):  # subcommand required
+        sample.main([])
