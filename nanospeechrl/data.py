@@ -46,7 +46,7 @@ class _BadLine(Exception):
         self.reason = reason
 
 
-def _read_lines(path, parse, skip_bad: bool):
+def _read_lines(path, parse, skip_bad: bool, skip_empty: bool = False):
     """Run parse(line, source) on every non-blank line of `path`, collecting the Examples."""
     try:
         with open(path, encoding="utf-8") as f:
@@ -63,7 +63,7 @@ def _read_lines(path, parse, skip_bad: bool):
         try:
             examples.append(parse(line, source))
         except _BadLine as e:
-            if not skip_bad:
+            if not (skip_bad or (skip_empty and e.reason == "empty_text")):
                 raise DataError(f"{source}: {e}") from None
             skipped[e.reason] += 1
     if not examples:
@@ -72,8 +72,9 @@ def _read_lines(path, parse, skip_bad: bool):
     return examples, skipped
 
 
-def read_manifest(path, skip_bad=False, check_audio_exists=True):
-    """JSONL manifest -> (list[Example], skipped Counter). Audio paths are relative to the manifest."""
+def read_manifest(path, skip_bad=False, check_audio_exists=True, skip_empty=False):
+    """JSONL manifest -> (list[Example], skipped Counter). Audio paths are relative to the manifest.
+    skip_empty: skip and count blank transcripts even when other bad lines raise."""
     base = Path(path).parent
 
     def parse(line, source):
@@ -105,7 +106,7 @@ def read_manifest(path, skip_bad=False, check_audio_exists=True):
                        duration=None if duration is None else float(duration), source=source,
                        extra={k: v for k, v in row.items() if k not in KNOWN_FIELDS})
 
-    return _read_lines(path, parse, skip_bad)
+    return _read_lines(path, parse, skip_bad, skip_empty)
 
 
 def write_manifest(path, examples) -> None:
@@ -129,7 +130,7 @@ def write_manifest(path, examples) -> None:
     os.replace(tmp, path)  # atomic: a reader never sees half a manifest
 
 
-def read_librispeech(root, skip_bad=False):
+def read_librispeech(root, skip_bad=False, skip_empty=False):
     """LibriSpeech-style tree (root/**/SPK-CH.trans.txt + SPK-CH-UTT.flac) -> (examples, skipped)."""
     root = Path(root)
     transcripts = sorted(root.rglob("*.trans.txt"))
@@ -149,19 +150,19 @@ def read_librispeech(root, skip_bad=False):
             # word (metrics normalise case anyway, so no score depends on this)
             return Example(audio=os.path.abspath(flac), text=text.lower(), speaker=utt.split("-")[0], source=source)
 
-        exs, skips = _read_lines(trans, parse, skip_bad)
+        exs, skips = _read_lines(trans, parse, skip_bad, skip_empty)
         examples += exs
         skipped += skips
     return examples, skipped
 
 
-def load_examples(spec, skip_bad=False):
+def load_examples(spec, skip_bad=False, skip_empty=False):
     """A .jsonl manifest or a LibriSpeech-style directory -> (examples, skipped)."""
     p = Path(spec)
     if p.is_file() and p.suffix == ".jsonl":
-        return read_manifest(p, skip_bad)
+        return read_manifest(p, skip_bad, skip_empty=skip_empty)
     if p.is_dir() and next(p.rglob("*.trans.txt"), None) is not None:
-        return read_librispeech(p, skip_bad)
+        return read_librispeech(p, skip_bad, skip_empty)
     what = "a file without the .jsonl suffix" if p.is_file() else \
         "a directory with no *.trans.txt below it" if p.is_dir() else "not found"
     raise DataError(f"{p}: {what}; expected a .jsonl manifest or a LibriSpeech-style directory")

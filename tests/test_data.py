@@ -251,3 +251,16 @@ def test_collate():
         collate(feats, [[1]])
     with pytest.raises(ValueError):
         collate([torch.randn(3, 80), torch.randn(3, 40)], [[1], [2]])
+
+
+def test_skip_empty_skips_only_blank_transcripts(tmp_path):
+    write_tone(tmp_path / "a.wav")
+    ok, blank = json.dumps({"audio": "a.wav", "text": "hi"}), json.dumps({"audio": "a.wav", "text": " "})
+    path = write_lines(tmp_path / "m.jsonl", [ok, blank, ok])
+    examples, skipped = read_manifest(path, skip_empty=True)
+    assert len(examples) == 2 and skipped == Counter(empty_text=1)
+    with pytest.raises(DataError, match=r"m\.jsonl:2: empty transcript"):
+        read_manifest(path)
+    path = write_lines(tmp_path / "m2.jsonl", [ok, blank, "{not json"])
+    with pytest.raises(DataError, match=r"m2\.jsonl:3"):  # other bad lines still raise
+        read_manifest(path, skip_empty=True)

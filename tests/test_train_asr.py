@@ -114,16 +114,17 @@ def test_stage1_resumes_from_a_stage0_only_run(corpus):
 def test_bad_manifest_line(corpus):
     lines = (corpus / "train.jsonl").read_text().splitlines()
     lines.insert(2, json.dumps({"audio": "u0.wav", "text": "  "}))  # line 3: blank transcript
+    lines.insert(4, json.dumps({"audio": "nowhere.wav", "text": "hello"}))  # line 5: missing audio
     bad = corpus / "bad.jsonl"
     bad.write_text("\n".join(lines) + "\n")
     common = ["--data", bad, "--eval", f"dev={corpus / 'dev.jsonl'}", *TINY]
     r = train_asr(*common, "--out", corpus / "bad_out", cwd=corpus)
-    assert r.returncode != 0
-    assert f"{bad}:3" in r.stderr and "empty transcript" in r.stderr
+    assert r.returncode != 0  # the blank transcript is skipped, the missing file is an error
+    assert f"{bad}:5" in r.stderr and "nowhere.wav" in r.stderr and "Traceback" not in r.stderr
     r = train_asr(*common, "--out", corpus / "skip_out", "--skip-bad", "--ctc-steps", "1", "--sft-steps", "1",
                   cwd=corpus)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "skipped training examples: {'empty_text': 1}" in r.stdout
+    assert "skipped training examples: {'empty_text': 1, 'missing_audio': 1}" in r.stdout
     assert "train: 6 utterances" in r.stdout
 
 
