@@ -15,14 +15,9 @@ import torch
 
 from nanospeechrl import audio
 from nanospeechrl.data import collate
+from nanospeechrl.devices import pick_device
 from nanospeechrl.encoder import FRAMES_PER_SECOND
 from nanospeechrl.speechlm import load_speechlm
-
-
-def pick_device(name):
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def read_features(paths, max_frames):
@@ -53,7 +48,7 @@ def speech_to_text(args, task, prompt=""):
     generator = torch.Generator(device).manual_seed(args.seed)  # sampling only; greedy ignores it
     for start in range(0, len(feats), args.batch_size):
         paths, batch = zip(*feats[start:start + args.batch_size])
-        b = collate(list(batch), [[0]] * len(batch))  # zero-padded (B, T, N_MELS), (B,)
+        b = collate(list(batch))  # zero-padded (B, T, N_MELS), (B,)
         texts = model.transcribe(b["feats"].to(device), b["feat_lens"].to(device), tokenizer, task=task,
                                  prompt=prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                                  top_k=args.top_k, top_p=args.top_p, generator=generator)
@@ -76,7 +71,7 @@ def add_common(parser):
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--max-new-tokens", type=int, default=128, help="decoding budget per file")
     parser.add_argument("--batch-size", type=int, default=16, help="files decoded together")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
 
 
 def main(argv=None):

@@ -29,6 +29,7 @@ from nanospeechrl.audio import AudioError, spec_augment
 from nanospeechrl.builtin import SPLITS, CorpusConfig, build_corpus
 from nanospeechrl.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from nanospeechrl.corpus import normalize
+from nanospeechrl.devices import pick_device
 from nanospeechrl.encoder import CTCHead, Encoder, EncoderConfig, ctc_greedy_decode, ctc_loss
 from nanospeechrl.llm import LLM, LLMConfig
 from nanospeechrl.speechlm import ProjectorConfig, SpeechLM
@@ -89,14 +90,6 @@ def parse_args():
     if preset not in PRESETS:
         parser.error(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     return TrainConfig(**{**PRESETS[preset], **args})  # command line > preset > defaults
-
-
-def pick_device(name):
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
 
 
 # ----------------------------------------------------------------------------- data
@@ -194,12 +187,12 @@ def train_stage(name, model, loss_fn, feats, steps, cfg, device, ckpt_config, to
             save_checkpoint(path, model, ckpt_config, tokenizer, opt, state)
 
 
-def to_batch(feats, idx, device, augment, generator):
-    b = data.collate([feats[i] for i in idx], [[0]] * len(idx))
-    x = b["feats"]
+def to_batch(feats, idx, device, augment, generator, token_ids=None):
+    """Padded batch of feats[idx] (SpecAugment-ed if asked) and token_ids, on device."""
+    b = data.collate([feats[i] for i in idx], token_ids)
     if augment:
-        x = spec_augment(x, generator=generator)
-    return x.to(device), b["feat_lens"].to(device)
+        b["feats"] = spec_augment(b["feats"], generator=generator)
+    return {k: v.to(device) for k, v in b.items()}
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -220,9 +213,9 @@ def transcribe_all(model, tokenizer, feats, cfg, device):
     hyps = [None] * len(feats)
     for start in range(0, len(order), cfg.eval_batch):
         idx = order[start:start + cfg.eval_batch]
-        x, lens = to_batch(feats, idx, device, False, None)
+        b = to_batch(feats, idx, device, False, None)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = model.transcribe(x, lens, tokenizer, max_new_tokens=cfg.max_new_tokens)
+            out = model.transcribe(b["feats"], b["feat_lens"], tokenizer, max_new_tokens=cfg.max_new_tokens)
         for i, h in zip(idx, out):
             hyps[i] = h
     return hyps
@@ -234,8 +227,8 @@ def evaluate_ctc(ctc, examples, feats, cfg, device, log):
     ctc.eval()
     hyps = []
     for start in range(0, len(feats), cfg.eval_batch):
-        x, lens = to_batch(feats, range(start, min(start + cfg.eval_batch, len(feats))), device, False, None)
-        hidden, out_lens = ctc["encoder"](x, lens)
+        b = to_batch(feats, range(start, min(start + cfg.eval_batch, len(feats))), device, False, None)
+        hidden, out_lens = ctc["encoder"](b["feats"], b["feat_lens"])
         for ids in ctc_greedy_decode(ctc["head"](hidden).float(), out_lens):
             hyps.append("".join(CTC_CHARS[i - 1] for i in ids))
     r = error_counts([ex.text for ex in examples], hyps)
@@ -304,10 +297,9 @@ def main():
     labels = [ctc_labels(ex.text) for ex in train]
 
     def ctc_step(idx):
-        x, lens = to_batch(feats, idx, device, cfg.spec_augment, gen)
-        hidden, out_lens = ctc["encoder"](x, lens)
-        y = data.collate([feats[i] for i in idx], [labels[i] for i in idx])
-        return ctc_loss(ctc["head"](hidden), out_lens, y["tokens"].to(device), y["token_lens"].to(device))
+        b = to_batch(feats, idx, device, cfg.spec_augment, gen, [labels[i] for i in idx])
+        hidden, out_lens = ctc["encoder"](b["feats"], b["feat_lens"])
+        return ctc_loss(ctc["head"](hidden), out_lens, b["tokens"], b["token_lens"])
 
     ckpt_config = {"train": asdict(cfg), "encoder": asdict(enc_cfg)}
     if "0" in stages:
@@ -328,8 +320,8 @@ def main():
         prompts = [[tokenizer.task_id(ex.task)] + tokenizer.encode(ex.prompt) for ex in train]
 
         def sft_step(idx):
-            x, lens = to_batch(feats, idx, device, cfg.spec_augment, gen)
-            return model.sft_loss(x, lens, [prompts[i] for i in idx], [targets[i] for i in idx])
+            b = to_batch(feats, idx, device, cfg.spec_augment, gen)
+            return model.sft_loss(b["feats"], b["feat_lens"], [prompts[i] for i in idx], [targets[i] for i in idx])
 
         train_stage("stage1", model, sft_step, feats, cfg.sft_steps, cfg, device, ckpt_config, tokenizer, log, gen)
     elif os.path.exists(os.path.join(cfg.out, "stage1")):

@@ -282,9 +282,12 @@ def bucket_batches(lengths, max_frames_per_batch=None, batch_size=None, shuffle=
     return batches
 
 
-def collate(feats, token_ids, pad_id=0):
-    """feats: list of (T_i, N_MELS); token_ids: list of id lists -> dict of padded batch tensors:
-    feats (B, T_max, N_MELS) zero-padded, feat_lens (B,), tokens (B, L_max) pad_id-padded, token_lens (B,)."""
+def collate(feats, token_ids=None, pad_id=0):
+    """feats: list of (T_i, N_MELS); token_ids: list of id lists, or None -> dict of padded batch
+    tensors: feats (B, T_max, N_MELS) zero-padded, feat_lens (B,), and with token_ids also
+    tokens (B, L_max) pad_id-padded, token_lens (B,)."""
+    if token_ids is None:
+        token_ids = [[]] * len(feats)
     if len(feats) != len(token_ids) or not feats:
         raise ValueError(f"collate needs equal, non-zero numbers of features and token lists, "
                          f"got {len(feats)} and {len(token_ids)}")

@@ -264,3 +264,10 @@ def test_skip_empty_skips_only_blank_transcripts(tmp_path):
     path = write_lines(tmp_path / "m2.jsonl", [ok, blank, "{not json"])
     with pytest.raises(DataError, match=r"m2\.jsonl:3"):  # other bad lines still raise
         read_manifest(path, skip_empty=True)
+
+
+def test_collate_features_only():
+    b = collate([torch.ones(3, 80), torch.ones(5, 80)])
+    assert set(b) == {"feats", "feat_lens", "tokens", "token_lens"}
+    assert b["feats"].shape == (2, 5, 80) and b["feat_lens"].tolist() == [3, 5]
+    assert b["token_lens"].tolist() == [0, 0]

@@ -46,7 +46,7 @@ def batch(lengths, seed=0):
     """Random log-mel-like features of the given lengths -> zero-padded (B, T, 80), (B,) and the list."""
     g = torch.Generator().manual_seed(seed)
     feats = [torch.randn(n, 80, generator=g) for n in lengths]
-    b = collate(feats, [[0]] * len(feats))
+    b = collate(feats)
     return b["feats"], b["feat_lens"], feats
 
 
