@@ -6,34 +6,43 @@ Train a speech recognizer from scratch, then evaluate it.
     python train_asr.py --data train.jsonl --eval dev=dev.jsonl
     python train_asr.py --data LibriSpeech/train-clean-100 --eval dev=LibriSpeech/dev-clean
 
-Stage 0: CTC pretraining of the conformer encoder (characters).
-Stage 1: SFT of the speech LLM, encoder initialised from stage 0: cross-entropy on the
-         target text given [audio embeddings][task token].
+Stage 0:  CTC pretraining of the conformer encoder (characters).
+Stage 1:  SFT of the speech LLM, encoder from stage 0 (frozen by default, its outputs computed
+          once): cross-entropy on the target text given [audio embeddings][task token].
+Stage 2:  GRPO from the SFT model: G sampled transcripts per utterance, rule-based rewards,
+          group advantages, clipped policy loss with a KL to the frozen SFT model.
+Stage 1b: the control for stage 2: SFT continued for the wall time stage 2 took.
+    python train_asr.py --stages 1b     # after a run with stage 2: the equal-time SFT row
 Each stage checkpoints to <out>/stage<k> (atomic) and `--resume` continues where a run
-stopped. Metrics go to <out>/metrics.jsonl, one JSON object per logged step.
+stopped. Metrics go to <out>/metrics.jsonl, one JSON object per logged step. At the end,
+every finished model (stage1, stage1b, stage2) is evaluated, with paired-bootstrap
+intervals for the WER differences.
 """
 import argparse
+import copy
 import json
-import math
 import os
 import random
 import time
 from dataclasses import asdict, dataclass, fields
 
-import jiwer
 import torch
 from tqdm import tqdm
 
-from nanospeechrl import data
-from nanospeechrl.audio import AudioError, spec_augment
+from nanospeechrl import data, rewards
+from nanospeechrl.audio import AudioError
 from nanospeechrl.builtin import SPLITS, CorpusConfig, build_corpus
 from nanospeechrl.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from nanospeechrl.corpus import normalize
-from nanospeechrl.devices import pick_device
-from nanospeechrl.encoder import CTCHead, Encoder, EncoderConfig, ctc_greedy_decode, ctc_loss
+from nanospeechrl.devices import Phases, pick_device
+from nanospeechrl.encoder import CTC_CHARS, CTCHead, Encoder, EncoderConfig, ctc_labels, ctc_loss
+from nanospeechrl.evaluate import evaluate_ctc, evaluate_models
+from nanospeechrl.grpo import GRPOConfig, completion_mask, group_advantages, policy_loss, with_reference_rows
 from nanospeechrl.llm import LLM, LLMConfig
+from nanospeechrl.rldata import hard_examples, joined_examples
 from nanospeechrl.speechlm import ProjectorConfig, SpeechLM
 from nanospeechrl.tokenizer import Tokenizer
+from nanospeechrl.trainer import autocast, batches_forever, encode_all, to_batch, train_stage
 
 
 @dataclass
@@ -44,52 +53,104 @@ class TrainConfig:
     out: str = "out/asr"  # checkpoints, tokenizer and metrics.jsonl
     seed: int = 0  # data generation, init and batching are deterministic in it
     device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda, mps
-    stages: str = "0,1"  # which stages to run
+    stages: str = "0,1,2"  # which stages to run: 0, 1, 2, and 1b (equal-time SFT control for 2)
     resume: bool = False  # continue from the checkpoints in --out
     skip_bad: bool = False  # skip (and count) bad manifest lines / audio instead of failing
-    n_train: int = 4000  # built-in corpus: training utterances
+    n_train: int = 12000  # built-in corpus: training utterances
     vocab_size: int = 384  # BPE vocabulary (text tokens + specials)
     # model
     d_model: int = 144  # encoder width
     enc_layers: int = 4  # conformer blocks
     n_embd: int = 256  # LLM width
     llm_layers: int = 4  # LLM blocks
-    dropout: float = 0.0  # encoder and LLM dropout
+    dropout: float = 0.0  # encoder and LLM dropout (always off in stage 2)
     stack: int = 2  # encoder frames per LLM audio embedding
+    freeze_encoder: bool = True  # stages 1-2 train projector + LLM on the stage-0 encoder's outputs
     # optimisation
-    ctc_steps: int = 600  # stage 0 steps
-    sft_steps: int = 1400  # stage 1 steps
-    lr: float = 2e-3  # peak learning rate (AdamW, warmup then cosine)
+    ctc_steps: int = 1300  # stage 0 steps
+    sft_steps: int = 1200  # stage 1 steps
+    lr: float = 2e-3  # peak learning rate (AdamW, warmup then cosine to lr / 10)
     batch_frames: int = 6000  # padded feature frames per batch (100 frames = 1 s)
     spec_augment: bool = False  # time and frequency masking in training (off: measured slower to learn in minutes)
+    # stage 2 (GRPO; the algorithm's own settings are GRPOConfig's fields, also flags)
+    rl_steps: int = 150  # GRPO steps
+    rl_lr: float = 2e-5  # constant learning rate of stage 2
+    rl_batch: int = 32  # completions per step: (utterances per step) * num_generations
+    reward: str = "wer:1,hallucination:1"  # name:weight,... from rewards.REWARDS
+    rl_data: str = "all"  # all | hard (the SFT model errs or its samples disagree) | long (3 utterances joined)
+    rl_pool: int = 1000  # --rl-data hard: training utterances screened
+    rl_ckpt_every: int = 25  # stage 2 steps between checkpoints
+    # logging and evaluation
     log_every: int = 25  # steps between metrics lines
     ckpt_every: int = 300  # steps between checkpoints
     eval_batch: int = 32  # utterances per decoding batch
-    max_new_tokens: int = 160  # decoding budget per utterance
+    eval_max_tokens: int = 160  # decoding budget per utterance
+    evaluate: bool = True  # evaluate every finished model at the end
 
 
 PRESETS = {
     "tiny": {},
     "small": dict(d_model=256, enc_layers=12, n_embd=512, llm_layers=8, vocab_size=1024, dropout=0.1,
                   ctc_steps=20000, sft_steps=20000, lr=1e-3, batch_frames=40000, n_train=40000, eval_batch=64,
-                  spec_augment=True),
+                  spec_augment=True, rl_steps=1000, rl_batch=128, num_generations=8),
 }
-CTC_CHARS = " 'abcdefghijklmnopqrstuvwxyz0123456789"  # CTC labels 1..N on normalised text; 0 = blank
+RL_DATA = ("all", "hard", "long")
 
 
-def parse_args():
+def parse_args(argv=None):
+    """Command line > preset > defaults, for TrainConfig and GRPOConfig fields alike."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for f in fields(TrainConfig):
+    for f in fields(TrainConfig) + fields(GRPOConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.type is bool or f.type == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         else:
             parser.add_argument(flag, type=type(f.default), default=None)
-    args = {k: v for k, v in vars(parser.parse_args()).items() if v is not None}
+    args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
     preset = args.get("preset", "tiny")
     if preset not in PRESETS:
         parser.error(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    return TrainConfig(**{**PRESETS[preset], **args})  # command line > preset > defaults
+    args = {**PRESETS[preset], **args}
+    split = [{f.name: args[f.name] for f in fields(c) if f.name in args} for c in (TrainConfig, GRPOConfig)]
+    try:
+        cfg, gcfg = TrainConfig(**split[0]), GRPOConfig(**split[1])
+    except ValueError as e:
+        parser.error(str(e))
+    stages = cfg.stages.split(",")
+    if set(stages) - {"0", "1", "1b", "2"}:
+        parser.error(f"--stages {cfg.stages!r}: choose from 0, 1, 1b, 2 (comma-separated)")
+    if "2" in stages:  # fail at start-up, not after minutes of stages 0-1
+        if cfg.rl_batch % gcfg.num_generations:
+            parser.error(f"--rl-batch {cfg.rl_batch} is not a multiple of --num-generations {gcfg.num_generations}: "
+                         f"each utterance needs a whole group; try --rl-batch "
+                         f"{max(1, cfg.rl_batch // gcfg.num_generations) * gcfg.num_generations}")
+        if cfg.rl_data not in RL_DATA:
+            parser.error(f"--rl-data {cfg.rl_data!r}: choose from {', '.join(RL_DATA)}")
+        try:
+            rewards.parse_rewards(cfg.reward)
+        except ValueError as e:
+            parser.error(str(e))
+    if ("2" in stages or "1b" in stages) and "1" not in stages and not done(cfg.out, "stage1"):
+        parser.error(f"stages 2 and 1b start from the SFT checkpoint {os.path.join(cfg.out, 'stage1')}, which "
+                     f"is missing or unfinished: run stage 1 first (--stages 0,1,2) or point --out at a finished run")
+    if "1b" in stages and "2" not in stages and not done(cfg.out, "stage2"):
+        parser.error("stage 1b runs SFT for the wall time stage 2 took, so it needs a finished stage 2: "
+                     "use --stages 2,1b (or --resume --stages 2,1b if stage 2 was stopped)")
+    return cfg, gcfg
+
+
+def saved_state(out, stage):
+    """<out>/<stage>/state.json as a dict ({} when there is no checkpoint)."""
+    path = os.path.join(out, stage, "state.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def done(out, stage):
+    """The finished-flag of a stage's checkpoint, or None when there is none."""
+    return saved_state(out, stage).get("done")
 
 
 # ----------------------------------------------------------------------------- data
@@ -121,141 +182,107 @@ def load_data(cfg):
     return train, evals, skipped
 
 
-def ctc_labels(text):
-    return [CTC_CHARS.index(c) + 1 for c in normalize(text) if c in CTC_CHARS]
-
-
-def batches_forever(lengths, cfg, cursor):
-    """Length-bucketed batches, epoch after epoch; cursor = [epoch, index] is advanced in place
-    so a checkpoint can resume mid-epoch."""
-    while True:
-        epoch_batches = data.bucket_batches(lengths, cfg.batch_frames, seed=cfg.seed + cursor[0])
-        while cursor[1] < len(epoch_batches):
-            cursor[1] += 1
-            yield epoch_batches[cursor[1] - 1]
-        cursor[0], cursor[1] = cursor[0] + 1, 0
-
-
-def lr_at(step, total, peak):
-    warmup = max(1, total // 20)
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
-
-
 # ----------------------------------------------------------------------------- training
 
-def train_stage(name, model, loss_fn, feats, steps, cfg, device, ckpt_config, tokenizer, log, gen):
-    """The plain training loop shared by stages 0 and 1: bucketed batches -> loss_fn(batch
-    indices) -> AdamW step; checkpoints every cfg.ckpt_every steps and at the end. gen is the
-    augmentation generator, saved with the checkpoint so a resumed run continues exactly."""
-    path = os.path.join(cfg.out, name)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.01)
-    step, cursor = 0, [0, 0]
+def grpo_stage(model, tokenizer, examples, feats, cfg, gcfg, device, ckpt_config, log):
+    """Stage 2. Each step runs five phases, each holding on the device only what it needs:
+    encode (the frozen encoder, once per step) -> rollout (G completions per utterance) ->
+    reward -> reference (log-probs under the frozen SFT model) -> update (num_iterations
+    clipped policy-gradient steps on the projector and LLM)."""
+    path = os.path.join(cfg.out, "stage2")
+    weights = rewards.parse_rewards(cfg.reward)
+    model.encoder.requires_grad_(False)  # frozen, and run once per step for policy and reference alike
+    reference = copy.deepcopy(model).requires_grad_(False)  # the SFT model's projector and LLM, frozen
+    del reference.encoder
+    policy = torch.nn.ModuleDict({"projector": model.projector, "llm": model.llm})
+    opt = torch.optim.AdamW(policy.parameters(), lr=cfg.rl_lr, betas=(0.9, 0.99), weight_decay=0.0)
+    phases = Phases(device, {"encoder": model.encoder, "policy": policy, "reference": reference}, opt)
+    gen = torch.Generator(device).manual_seed(cfg.seed)
+    step, cursor, elapsed, bad = 0, [0, 0], 0.0, 0
     if cfg.resume and os.path.exists(os.path.join(path, "state.json")):
         state = load_checkpoint(path, model, opt)["state"]
-        step, cursor = state["step"], state["cursor"]
+        step, cursor, elapsed = state["step"], state["cursor"], state["elapsed"]
         restore_rng(state)
-        gen.set_state(torch.tensor(state["augment_rng"], dtype=torch.uint8))
-        if state.get("done"):
-            print(f"{name}: already done ({step} steps), skipping")
-            return
-        print(f"{name}: resuming at step {step}")
-    model.train()
-    batches = batches_forever([len(f) for f in feats], cfg, cursor)
-    bar = tqdm(range(step, steps), desc=name, initial=step, total=steps)
-    t0 = time.time()
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, steps, cfg.lr)
+        gen.set_state(torch.tensor(state["rollout_rng"], dtype=torch.uint8))
+        print(f"stage2: resuming at step {step}" if step < cfg.rl_steps else "stage2: already done, skipping")
+    model.eval()  # dropout off: pi_old, pi_theta and pi_ref must each be one fixed function
+    reference.eval()
+    G = gcfg.num_generations
+    n_sampled = G - (gcfg.off_policy != "none")
+    prompts = [[tokenizer.task_id(ex.task)] + tokenizer.encode(ex.prompt) for ex in examples]
+    targets = [(tokenizer.encode(ex.text) + [tokenizer.eos_id])[:gcfg.max_new_tokens] for ex in examples]
+    batches = batches_forever([len(f) for f in feats], cfg, cursor, batch_size=cfg.rl_batch // G)
+    sampling = dict(temperature=gcfg.temperature, top_k=gcfg.top_k, top_p=gcfg.top_p, generator=gen)
+    t0 = time.time() - elapsed
+    for step in tqdm(range(step, cfg.rl_steps), desc="stage2", initial=step, total=cfg.rl_steps):
         idx = next(batches)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = loss_fn(idx)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{name}: loss is {loss.item()} at step {step}; last checkpoint in {path}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if step % cfg.log_every == 0 or step == steps - 1:
-            log({"stage": name, "step": step, "loss": loss.item(), "grad_norm": grad_norm.item(),
-                 "lr": opt.param_groups[0]["lr"], "epoch": cursor[0], "time": time.time() - t0})
-        if (step + 1) % cfg.ckpt_every == 0 or step == steps - 1:
-            state = {"step": step + 1, "cursor": cursor, "done": step == steps - 1,
-                     "augment_rng": gen.get_state().tolist()}
+        P = [prompts[i] for i in idx]
+        phases.stats.clear()
+        with phases("encode", "encoder"), torch.no_grad(), autocast(device):
+            b = to_batch(feats, idx, device)
+            hidden, lens = model.encoder(b["feats"], b["feat_lens"])
+        with phases("rollout", "policy"), autocast(device):
+            roll = model.generate_from_audio(*model.projector(hidden, lens), P, tokenizer.eos_id,
+                                             gcfg.max_new_tokens, num_samples=n_sampled, **sampling)
+            tokens, lengths, off = with_reference_rows(roll, [targets[i] for i in idx], G)
+        with phases("reward"):
+            hyps = [tokenizer.decode(t[:n]) for t, n in zip(tokens.tolist(), lengths.tolist())]
+            total, parts = rewards.score(weights, hyps, [examples[i].text for i in idx for _ in range(G)])
+            R = torch.tensor(total).view(len(idx), G)
+            adv = group_advantages(R, gcfg.scale_rewards).flatten().to(device)
+            mask, truncated = completion_mask(tokens, lengths, tokenizer.eos_id, gcfg)
+            keep = R.std(dim=1) > 0 if gcfg.filter_zero_std else torch.ones(len(idx), dtype=torch.bool)
+        on = ~off.cpu()  # statistics of the sampled completions only
+        row = {"stage": "stage2", "step": step, "reward": R.flatten()[on].mean().item(),
+               "reward_std": R.std(dim=1).mean().item(), "frac_reward_zero_std": (R.std(dim=1) == 0).float().mean().item(),
+               **{f"rewards/{k}": torch.tensor(v)[on].mean().item() for k, v in parts.items()},
+               "entropy": -(roll.logprobs.sum() / roll.lengths.sum()).item(),  # -mean log-prob of sampled tokens
+               "completions/mean_length": lengths[on.to(device)].float().mean().item(),
+               "completions/clipped_ratio": truncated[on.to(device)].float().mean().item()}
+        if keep.any():  # else no group has a learning signal: nothing to update
+            rows = keep.repeat_interleave(G).to(device)
+            h, hl, Pk = hidden[keep.to(device)], lens[keep.to(device)], [p for p, k in zip(P, keep) if k]
+            tok, ln, mk, ak, ok = tokens[rows], lengths[rows], mask[rows], adv[rows], off[rows]
+            ref_logp = None
+            if gcfg.beta:
+                with phases("reference", "reference"), torch.no_grad(), autocast(device):
+                    ref_logp = reference.logprobs_from_audio(*reference.projector(h, hl), Pk, tok, ln,
+                                                             gcfg.temperature).float()
+            with phases("update", "policy", optimizer=True):
+                for it in range(gcfg.num_iterations):
+                    with autocast(device):
+                        logp = model.logprobs_from_audio(*model.projector(h, hl), Pk, tok, ln, gcfg.temperature).float()
+                    if it == 0:
+                        old = logp.detach()  # pi_old: the policy that sampled, before this batch's updates
+                    loss, m = policy_loss(logp, old, ref_logp, ak, mk, gcfg, ok)
+                    if not torch.isfinite(loss):  # skip the update; stop after a few in a row
+                        bad += 1
+                        row["nonfinite_loss"] = bad
+                        break
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+                    opt.step()
+                else:
+                    bad = 0
+                    row.update(loss=loss.item(), grad_norm=grad_norm.item(), **m)
+        row.update(phases.stats, time=time.time() - t0)
+        log(row)
+        if bad >= 3:
+            raise SystemExit(f"stage2: {bad} non-finite losses in a row (step {step}); their updates were skipped. "
+                             f"Last good checkpoint: {path}. Try a lower --rl-lr or --beta.")
+        if (step + 1) % cfg.rl_ckpt_every == 0 or step == cfg.rl_steps - 1:
+            state = {"step": step + 1, "cursor": cursor, "done": step == cfg.rl_steps - 1,
+                     "elapsed": time.time() - t0, "rollout_rng": gen.get_state().tolist()}
             save_checkpoint(path, model, ckpt_config, tokenizer, opt, state)
-
-
-def to_batch(feats, idx, device, augment, generator, token_ids=None):
-    """Padded batch of feats[idx] (SpecAugment-ed if asked) and token_ids, on device."""
-    b = data.collate([feats[i] for i in idx], token_ids)
-    if augment:
-        b["feats"] = spec_augment(b["feats"], generator=generator)
-    return {k: v.to(device) for k, v in b.items()}
 
 
 # ----------------------------------------------------------------------------- evaluation
 
-def error_counts(refs, hyps):
-    """Word and character error rates on normalised text, with S/D/I counts (jiwer)."""
-    refs, hyps = [normalize(r) for r in refs], [normalize(h) for h in hyps]
-    words = jiwer.process_words(refs, hyps)
-    chars = jiwer.process_characters(refs, hyps)
-    return {"wer": words.wer, "cer": chars.cer, "sub": words.substitutions, "del": words.deletions,
-            "ins": words.insertions, "ref_words": sum(len(r.split()) for r in refs)}
-
-
-@torch.no_grad()
-def transcribe_all(model, tokenizer, feats, cfg, device):
-    model.eval()
-    order = sorted(range(len(feats)), key=lambda i: len(feats[i]))
-    hyps = [None] * len(feats)
-    for start in range(0, len(order), cfg.eval_batch):
-        idx = order[start:start + cfg.eval_batch]
-        b = to_batch(feats, idx, device, False, None)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            out = model.transcribe(b["feats"], b["feat_lens"], tokenizer, max_new_tokens=cfg.max_new_tokens)
-        for i, h in zip(idx, out):
-            hyps[i] = h
-    return hyps
-
-
-@torch.no_grad()
-def evaluate_ctc(ctc, examples, feats, cfg, device, log):
-    """Greedy CTC decoding of the stage-0 encoder: how well it hears, before any LLM."""
-    ctc.eval()
-    hyps = []
-    for start in range(0, len(feats), cfg.eval_batch):
-        b = to_batch(feats, range(start, min(start + cfg.eval_batch, len(feats))), device, False, None)
-        hidden, out_lens = ctc["encoder"](b["feats"], b["feat_lens"])
-        for ids in ctc_greedy_decode(ctc["head"](hidden).float(), out_lens):
-            hyps.append("".join(CTC_CHARS[i - 1] for i in ids))
-    r = error_counts([ex.text for ex in examples], hyps)
-    log({"stage": "eval_ctc", **r, "n": len(examples)})
-    print(f"stage0 CTC greedy: WER {100 * r['wer']:.1f}%  CER {100 * r['cer']:.1f}%\n    ref: {examples[0].text}\n"
-          f"    hyp: {hyps[0]}")
-
-
-def evaluate(model, tokenizer, evals, cfg, device, log):
-    results = {}
-    for name, (examples, feats) in evals.items():
-        t0 = time.time()
-        hyps = transcribe_all(model, tokenizer, feats, cfg, device)
-        r = error_counts([ex.text for ex in examples], hyps)
-        results[name] = r
-        log({"stage": "eval", "split": name, **r, "n": len(examples), "time": time.time() - t0})
-        print(f"{name:12s} WER {100 * r['wer']:5.1f}%  CER {100 * r['cer']:5.1f}%  "
-              f"(sub {r['sub']}, del {r['del']}, ins {r['ins']} of {r['ref_words']} words, {len(examples)} utts)")
-        for ex, h in list(zip(examples, hyps))[:2]:
-            print(f"    ref: {ex.text}\n    hyp: {h}")
-    return results
-
-
 # ----------------------------------------------------------------------------- main
 
-def main():
-    cfg = parse_args()
+def main(argv=None):
+    cfg, gcfg = parse_args(argv)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     device = pick_device(cfg.device)
@@ -266,7 +293,7 @@ def main():
         metrics.write(json.dumps(row) + "\n")
         metrics.flush()
 
-    print(f"device {device}, config {json.dumps(asdict(cfg))}")
+    print(f"device {device}, config {json.dumps(asdict(cfg))}, grpo {json.dumps(asdict(gcfg))}")
     train, evals, skipped = load_data(cfg)
     enc_cfg = EncoderConfig(d_model=cfg.d_model, n_layer=cfg.enc_layers, dropout=cfg.dropout,
                             vocab_size=len(CTC_CHARS) + 1)
@@ -283,18 +310,18 @@ def main():
     print(f"train: {len(train)} utterances, {sum(len(f) for f in feats) / 360000:.2f} h; "
           + ", ".join(f"{k}: {len(v[0])}" for k, v in evals.items()))
 
+    stages = cfg.stages.split(",")
     tok_path = os.path.join(cfg.out, "tokenizer.json")
-    if cfg.resume and os.path.exists(tok_path):
+    if os.path.exists(tok_path) and (cfg.resume or not {"0", "1"} & set(stages)):
         tokenizer = Tokenizer.load(tok_path)
     else:
         tokenizer = Tokenizer.train([ex.text for ex in train], vocab_size=cfg.vocab_size)
         tokenizer.save(tok_path)
     gen = torch.Generator().manual_seed(cfg.seed)
-    stages = [s.strip() for s in cfg.stages.split(",")]
 
     # Stage 0: CTC pretraining of the encoder
     ctc = torch.nn.ModuleDict({"encoder": Encoder(enc_cfg), "head": CTCHead(enc_cfg)}).to(device)
-    labels = [ctc_labels(ex.text) for ex in train]
+    labels = [ctc_labels(normalize(ex.text)) for ex in train]
 
     def ctc_step(idx):
         b = to_batch(feats, idx, device, cfg.spec_augment, gen, [labels[i] for i in idx])
@@ -304,32 +331,73 @@ def main():
     ckpt_config = {"train": asdict(cfg), "encoder": asdict(enc_cfg)}
     if "0" in stages:
         train_stage("stage0", ctc, ctc_step, feats, cfg.ctc_steps, cfg, device, ckpt_config, tokenizer, log, gen)
-        evaluate_ctc(ctc, *next(iter(evals.values())), cfg, device, log)
+        evaluate_ctc(ctc["encoder"], ctc["head"], *next(iter(evals.values())), cfg.eval_batch, device, log)
 
-    # Stage 1: SFT of the speech LLM
+    # Stage 1: SFT of the speech LLM (and stage 1b, the same loss continued at the final lr)
     llm_cfg = LLMConfig(vocab_size=tokenizer.vocab_size, n_layer=cfg.llm_layers, n_embd=cfg.n_embd,
                         dropout=cfg.dropout, max_seq_len=640)
-    model = SpeechLM(enc_cfg, LLM(llm_cfg), ProjectorConfig(cfg.stack)).to(device)
-    ckpt_config = {"train": asdict(cfg), "encoder": asdict(enc_cfg), "llm": asdict(llm_cfg),
+    ckpt_config = {"train": asdict(cfg), "grpo": asdict(gcfg), "encoder": asdict(enc_cfg), "llm": asdict(llm_cfg),
                    "projector": {"stack": cfg.stack}}
-    if "1" in stages:
-        if not (cfg.resume and os.path.exists(os.path.join(cfg.out, "stage1", "state.json"))):
-            load_checkpoint(os.path.join(cfg.out, "stage0"), ctc)  # encoder from stage 0
+    targets = [tokenizer.encode(ex.text) + [tokenizer.eos_id] for ex in train]
+    prompts = [[tokenizer.task_id(ex.task)] + tokenizer.encode(ex.prompt) for ex in train]
+
+    def sft(name, init, steps, **kw):
+        model = SpeechLM(enc_cfg, LLM(llm_cfg), ProjectorConfig(cfg.stack)).to(device)
+        resumed = done(cfg.out, name) if cfg.resume else None  # None: start fresh
+        if resumed is not None:
+            load_checkpoint(os.path.join(cfg.out, name), model)  # (train_stage reloads it with the optimizer)
+        elif init == "stage0":
+            load_checkpoint(os.path.join(cfg.out, "stage0"), ctc)
             model.encoder.load_state_dict(ctc["encoder"].state_dict())
-        targets = [tokenizer.encode(ex.text) + [tokenizer.eos_id] for ex in train]
-        prompts = [[tokenizer.task_id(ex.task)] + tokenizer.encode(ex.prompt) for ex in train]
+        else:
+            load_checkpoint(os.path.join(cfg.out, init), model)
+        model.encoder.requires_grad_(not cfg.freeze_encoder)
+        hidden = None  # a frozen encoder's outputs, computed once (not needed if the stage is done)
+        if cfg.freeze_encoder and not resumed:
+            hidden = encode_all(model.encoder, feats, cfg.eval_batch, device)
 
         def sft_step(idx):
-            b = to_batch(feats, idx, device, cfg.spec_augment, gen)
-            return model.sft_loss(b["feats"], b["feat_lens"], [prompts[i] for i in idx], [targets[i] for i in idx])
+            if hidden is not None:  # frozen encoder: its cached output through the (trained) projector
+                b = to_batch(hidden, idx, device)
+                audio = model.projector(b["feats"], b["feat_lens"])
+            else:
+                b = to_batch(feats, idx, device, cfg.spec_augment, gen)
+                audio = model.encode(b["feats"], b["feat_lens"])
+            return model.sft_loss_from_audio(*audio, [prompts[i] for i in idx], [targets[i] for i in idx])
 
-        train_stage("stage1", model, sft_step, feats, cfg.sft_steps, cfg, device, ckpt_config, tokenizer, log, gen)
-    elif os.path.exists(os.path.join(cfg.out, "stage1")):
+        train_stage(name, model, sft_step, feats, steps, cfg, device, ckpt_config, tokenizer, log, gen, **kw)
+
+    if "1" in stages:
+        sft("stage1", "stage0", cfg.sft_steps)
+
+    # Stage 2: GRPO from the SFT model
+    if "2" in stages and cfg.resume and saved_state(cfg.out, "stage2").get("step", 0) >= cfg.rl_steps:
+        print("stage2: already done, skipping")
+    elif "2" in stages:
+        model = SpeechLM(enc_cfg, LLM(llm_cfg), ProjectorConfig(cfg.stack)).to(device)
         load_checkpoint(os.path.join(cfg.out, "stage1"), model)
-    else:
-        return  # stage 0 only: its CTC evaluation above is the result
+        rl_train, rl_feats = train, feats
+        if cfg.rl_data == "long":
+            rl_train, rl_feats = joined_examples(train, feats, 3, enc_cfg.max_frames, cfg.seed)
+        elif cfg.rl_data == "hard":
+            rl_train, rl_feats = hard_examples(model, tokenizer, train, feats, cfg.rl_pool, cfg.eval_batch,
+                                               gcfg.max_new_tokens, gcfg.temperature, cfg.seed, device)
+        print(f"stage2: {len(rl_train)} RL utterances (--rl-data {cfg.rl_data})")
+        if not rl_train:
+            raise SystemExit(f"stage2: no RL utterances with --rl-data {cfg.rl_data}; try --rl-data all")
+        grpo_stage(model, tokenizer, rl_train, rl_feats, cfg, gcfg, device, ckpt_config, log)
 
-    evaluate(model, tokenizer, evals, cfg, device, log)
+    # Stage 1b: the equal-time control for stage 2
+    if "1b" in stages:
+        seconds = saved_state(cfg.out, "stage2")["elapsed"]
+        print(f"stage1b: SFT from stage1 for {seconds:.0f} s, the wall time stage 2 took")
+        sft("stage1b", "stage1", 10 ** 9, lr_fn=lambda step: 0.1 * cfg.lr, seconds=seconds)
+
+    # Every finished model, the equal-time SFT control (if run) as the baseline to beat
+    models = [(name, os.path.join(cfg.out, stage)) for name, stage in
+              (("sft+", "stage1b"), ("sft", "stage1"), ("grpo", "stage2")) if done(cfg.out, stage)]
+    if models and cfg.evaluate:
+        evaluate_models(models, evals, device, cfg.eval_batch, cfg.eval_max_tokens, log)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,25 @@
-"""Where the model runs. (Phase placement for RL's device juggling lands here too.)"""
+"""
+Where the model runs, and RL's device juggling.
+
+An RL step has phases that need different modules: encode (the audio encoder), rollout
+(the policy), reward (nothing: strings on the CPU), reference (the frozen reference model),
+update (the policy and its optimizer state). `Phases` moves onto the compute device only
+what the current phase needs and parks the rest on the offload device, so one GPU never
+holds the encoder, two LLMs and AdamW's moments at once. It records each phase's wall time,
+the megabytes it kept resident on the device, and (CUDA) its peak allocated memory.
+On a CPU-only machine compute and offload are the same device: the moves are no-ops and
+the bookkeeping still runs.
+
+    phases = Phases(device, {"encoder": enc, "policy": pol, "reference": ref}, optimizer)
+    with phases("rollout", "policy"):
+        ...
+    with phases("update", "policy", optimizer=True):
+        ...
+    log(phases.stats)
+"""
+import time
+from contextlib import contextmanager
+
 import torch
 
 
@@ -9,3 +30,57 @@ def pick_device(name="auto"):
     if torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+
+
+def optimizer_tensors(optimizer):
+    """The optimizer's state tensors (Adam moments), without the 'step' counters torch keeps on the CPU."""
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if torch.is_tensor(value) and key != "step":
+                yield state, key, value
+
+
+def move_optimizer(optimizer, device):
+    for state, key, value in list(optimizer_tensors(optimizer)):
+        state[key] = value.to(device, non_blocking=True)
+
+
+def megabytes(tensors):
+    return sum(t.numel() * t.element_size() for t in tensors) / 2 ** 20
+
+
+class Phases:
+    def __init__(self, device, modules, optimizer=None, offload="cpu"):
+        self.device, self.offload = torch.device(device), torch.device(offload)
+        self.modules, self.optimizer = modules, optimizer
+        self.stats = {}
+
+    @contextmanager
+    def __call__(self, name, *needs, optimizer=False):
+        unknown = set(needs) - set(self.modules)
+        if unknown:
+            raise KeyError(f"phase {name!r} needs unknown modules {sorted(unknown)}; known: {sorted(self.modules)}")
+        for key, module in self.modules.items():  # park first, so the device never holds both
+            if key not in needs:
+                module.to(self.offload)
+        if self.optimizer is not None and not optimizer:
+            move_optimizer(self.optimizer, self.offload)
+        for key in needs:
+            self.modules[key].to(self.device)
+        if self.optimizer is not None and optimizer:
+            move_optimizer(self.optimizer, self.device)
+        cuda = self.device.type == "cuda"
+        if cuda:
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        t0 = time.perf_counter()
+        yield
+        if cuda:
+            torch.cuda.synchronize(self.device)
+            self.stats[f"peak_mb/{name}"] = torch.cuda.max_memory_allocated(self.device) / 2 ** 20
+        self.stats[f"time/{name}"] = time.perf_counter() - t0
+        resident = [p for key in needs for p in self.modules[key].parameters()]
+        resident += [p for key in needs for p in self.modules[key].buffers()]
+        if optimizer and self.optimizer is not None:
+            resident += [v for _, _, v in optimizer_tensors(self.optimizer)]
+        self.stats[f"resident_mb/{name}"] = megabytes(resident)

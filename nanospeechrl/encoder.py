@@ -228,3 +228,15 @@ def ctc_greedy_decode(logits, lengths, blank=0):
             prev = tok
         out.append(labels)
     return out
+
+
+CTC_CHARS = " 'abcdefghijklmnopqrstuvwxyz0123456789"  # CTC labels 1..N on normalised text; 0 = blank
+
+
+def ctc_labels(text):
+    """Normalised text -> CTC label ids (characters outside CTC_CHARS dropped)."""
+    return [CTC_CHARS.index(c) + 1 for c in text if c in CTC_CHARS]
+
+
+def ctc_text(labels):
+    return "".join(CTC_CHARS[i - 1] for i in labels)

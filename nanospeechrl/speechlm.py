@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from nanospeechrl.checkpoint import load_checkpoint, read_config
 from nanospeechrl.encoder import Encoder, EncoderConfig
 from nanospeechrl.llm import LLM, LLMConfig
-from nanospeechrl.sampler import generate
+from nanospeechrl.sampler import generate, sequence_logprobs
 from nanospeechrl.tokenizer import Tokenizer
 
 
@@ -61,15 +61,19 @@ class SpeechLM(nn.Module):
 
     def sft_loss(self, feats, feat_lens, prompt_ids, target_ids):
         """Mean cross-entropy over target tokens. prompt_ids, target_ids: lists of id lists
-        (targets end with <eos>). Rows are right-padded: with causal attention, padding at
-        the end changes nothing before it, and RoPE positions match the sampler's."""
-        audio, audio_lens = self.encode(feats, feat_lens)
+        (targets end with <eos>)."""
+        return self.sft_loss_from_audio(*self.encode(feats, feat_lens), prompt_ids, target_ids)
+
+    def sft_loss_from_audio(self, audio, audio_lens, prompt_ids, target_ids):
+        """sft_loss given audio embeddings (from encode, or a frozen encoder's cached output
+        through the projector). Rows are right-padded: with causal attention, padding at the
+        end changes nothing before it, and RoPE positions match the sampler's."""
         prompts = self.prompts(audio, audio_lens, prompt_ids)
         rows, labels = [], []
         for prompt, target in zip(prompts, target_ids):
-            tgt = torch.tensor(target, device=feats.device)
+            tgt = torch.tensor(target, device=audio.device)
             rows.append(torch.cat([prompt, self.llm.embed(tgt[:-1]).to(prompt.dtype)]))  # input: all but the last
-            labels.append(torch.cat([torch.full((len(prompt) - 1,), -100, device=feats.device), tgt]))
+            labels.append(torch.cat([torch.full((len(prompt) - 1,), -100, device=audio.device), tgt]))
         T = max(len(r) for r in rows)
         x = torch.stack([F.pad(r, (0, 0, 0, T - len(r))) for r in rows])  # (B, T, D)
         y = torch.stack([F.pad(lab, (0, T - len(lab)), value=-100) for lab in labels])  # (B, T)
@@ -80,9 +84,19 @@ class SpeechLM(nn.Module):
     def generate(self, feats, feat_lens, prompt_ids, eos_id, max_new_tokens=128, **sampling):
         """Sample completions for a batch of audio; sampling: temperature, top_k, top_p,
         num_samples, generator (see sampler.generate). Returns a sampler.Rollout."""
-        audio, audio_lens = self.encode(feats, feat_lens)
+        return self.generate_from_audio(*self.encode(feats, feat_lens), prompt_ids, eos_id, max_new_tokens,
+                                        **sampling)
+
+    @torch.no_grad()
+    def generate_from_audio(self, audio, audio_lens, prompt_ids, eos_id, max_new_tokens=128, **sampling):
         return generate(self.llm, self.prompts(audio, audio_lens, prompt_ids),
                         max_new_tokens=max_new_tokens, eos_id=eos_id, **sampling)
+
+    def logprobs_from_audio(self, audio, audio_lens, prompt_ids, tokens, lengths, temperature=1.0):
+        """Per-token log-probs (N, L) of completions (a Rollout's tokens and lengths; N = B * G)
+        under this model, differentiable: GRPO's policy, old-policy and reference log-probs."""
+        return sequence_logprobs(self.llm, self.prompts(audio, audio_lens, prompt_ids), None, tokens, lengths,
+                                 temperature)
 
     def transcribe(self, feats, feat_lens, tokenizer, task="asr", prompt="", max_new_tokens=128,
                    temperature=0.0, **sampling):

@@ -1,55 +1,42 @@
-"""End to end: train_asr.py as a subprocess on a tiny synthesised manifest (a few seconds a run)."""
+"""End to end: train_asr.py as a subprocess on a tiny synthesised manifest (a few seconds a run).
+Stage-2 (GRPO) and stage-1b specifics are in test_train_asr_rl.py."""
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
+import shutil
 
 import pytest
 from safetensors.torch import load_file
 
-from nanospeechrl import audio
-from nanospeechrl.synth import synthesize
+import nanospeechrl.trainer
+from asr_helpers import TINY, load_train_asr, make_corpus, read_metrics, train_asr
 
-ROOT = Path(__file__).resolve().parents[1]
-TEXTS = ["one two three", "four five six", "seven eight", "nine ten", "red green blue", "hello world",
-         "good morning", "yes or no"]
-TINY = ["--d-model", "32", "--enc-layers", "1", "--n-embd", "32", "--llm-layers", "1", "--vocab-size", "300",
-        "--ctc-steps", "4", "--sft-steps", "4", "--batch-frames", "4000", "--ckpt-every", "2", "--log-every", "1",
-        "--eval-batch", "4", "--max-new-tokens", "8"]
+CKPT_FILES = ("model.safetensors", "config.json", "tokenizer.json", "state.json", "optimizer.safetensors")
 
 
-def train_asr(*args, cwd):
-    # one intra-op thread: these models are tiny, and extra threads only contend on a busy machine
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(ROOT / "train_asr.py"), *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
-def read_metrics(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def step_rows(rows, stage):
     return [r["step"] for r in rows if r.get("stage") == stage and "loss" in r]
 
 
+def stage_rows(rows, stage):
+    """Every row a training stage logged (a stage-2 row has a "loss" only when it updated)."""
+    return [r for r in rows if r.get("stage") == stage]
+
+
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """8 synthesised utterances: train.jsonl (6) and dev.jsonl (2), audio paths relative to the manifests."""
-    root = tmp_path_factory.mktemp("asr")
-    rows = []
-    for i, text in enumerate(TEXTS):
-        audio.save(root / f"u{i}.wav", synthesize(text, rate=220))
-        rows.append(json.dumps({"audio": f"u{i}.wav", "text": text}))
-    (root / "train.jsonl").write_text("\n".join(rows[:6]) + "\n")
-    (root / "dev.jsonl").write_text("\n".join(rows[6:]) + "\n")
-    return root
+    return make_corpus(tmp_path_factory.mktemp("asr"))
 
 
 @pytest.fixture(scope="module")
 def full_run(corpus):
-    """Stages 0 and 1 into <corpus>/out; the result and the metrics as they were right after it."""
+    """Stages 0, 1 and 2 (the default) into <corpus>/out; the result and the metrics as they were right after it."""
     out = corpus / "out"
     r = train_asr("--data", corpus / "train.jsonl", "--eval", f"dev={corpus / 'dev.jsonl'}", "--out", out, *TINY,
                   cwd=corpus)
@@ -59,39 +46,70 @@ def full_run(corpus):
 def test_train_both_stages(full_run):
     out, r, rows = full_run
     assert r.returncode == 0, r.stderr[-3000:]
-    for stage in ("stage0", "stage1"):
-        for name in ("model.safetensors", "config.json", "tokenizer.json", "state.json", "optimizer.safetensors"):
+    for stage in ("stage0", "stage1", "stage2"):
+        for name in CKPT_FILES:
             assert (out / stage / name).is_file(), f"{stage}/{name}"
+    for stage, steps in (("stage0", 4), ("stage1", 4), ("stage2", 2)):
         state = json.loads((out / stage / "state.json").read_text())
-        assert state["step"] == 4 and state["done"] is True
+        assert state["step"] == steps and state["done"] is True, stage
     assert "llm" in json.loads((out / "stage1" / "config.json").read_text())
+    assert "llm" in json.loads((out / "stage2" / "config.json").read_text())
     assert "llm" not in json.loads((out / "stage0" / "config.json").read_text())
+    assert not (out / "stage1b").exists()  # the equal-time control runs only when asked for
     assert step_rows(rows, "stage0") == [0, 1, 2, 3]  # --log-every 1
     assert step_rows(rows, "stage1") == [0, 1, 2, 3]
-    assert all(r["loss"] > 0 for r in rows if "loss" in r)
+    assert all(r["loss"] > 0 for r in rows if "loss" in r and r["stage"] in ("stage0", "stage1"))  # cross-entropies
+    # stage 2: one row per step, whether or not it updated (a GRPO loss may be negative)
+    rl = stage_rows(rows, "stage2")
+    assert [x["step"] for x in rl] == [0, 1]
+    for x in rl:
+        for key in ("reward", "reward_std", "frac_reward_zero_std", "rewards/wer", "rewards/hallucination",
+                    "entropy", "completions/mean_length", "completions/clipped_ratio", "time"):
+            assert key in x, key
+        for phase in ("encode", "rollout", "reward"):
+            assert x[f"time/{phase}"] >= 0 and x[f"resident_mb/{phase}"] >= 0, phase
+        assert x["resident_mb/encode"] > 0 and x["resident_mb/reward"] == 0  # the reward phase holds no model
+        assert 0 <= x["frac_reward_zero_std"] <= 1 and 0 <= x["completions/clipped_ratio"] <= 1
+        assert 0 < x["completions/mean_length"] <= 8  # --max-new-tokens 8
+        if x["frac_reward_zero_std"] < 1:  # some group had a learning signal: reference and update ran
+            assert "loss" in x and "time/update" in x and "time/reference" in x
+    # the evaluation: every finished model on every split, then each model against the first
     evals = [r for r in rows if r.get("stage") == "eval"]
-    assert len(evals) == 1 and evals[0]["split"] == "dev" and evals[0]["n"] == 2
-    assert 0.0 <= evals[0]["wer"] and evals[0]["ref_words"] == 5  # "good morning", "yes or no"
+    assert [(e["model"], e["split"]) for e in evals] == [("sft", "dev"), ("grpo", "dev")]
+    for e in evals:
+        assert e["n"] == 2 and 0.0 <= e["wer"] and e["ref_words"] == 5  # "good morning", "yes or no"
+    compare = [r for r in rows if r.get("stage") == "compare"]
+    assert [(c["model"], c["base"], c["split"]) for c in compare] == [("grpo", "sft", "dev")]
+    assert compare[0]["low"] <= compare[0]["wer_diff"] <= compare[0]["high"]
     assert "dev" in r.stdout and "WER" in r.stdout
+    assert "== sft (" in r.stdout and "== grpo (" in r.stdout and "WER(grpo) - WER(sft) =" in r.stdout
+    assert "stage2: 6 RL utterances (--rl-data all)" in r.stdout
 
 
 def test_resume_when_done_does_not_retrain(corpus, full_run):
     out, first, rows = full_run
     assert first.returncode == 0
-    weights = (out / "stage1" / "model.safetensors").read_bytes()
+    weights = {stage: (out / stage / "model.safetensors").read_bytes() for stage in ("stage1", "stage2")}
     r = train_asr("--data", corpus / "train.jsonl", "--eval", f"dev={corpus / 'dev.jsonl'}", "--out", out, *TINY,
                   "--resume", cwd=corpus)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "stage0: already done (4 steps)" in r.stdout and "stage1: already done (4 steps)" in r.stdout
+    assert "stage2: already done, skipping" in r.stdout
     after = read_metrics(out)
     assert [x for x in after if "loss" in x] == [x for x in rows if "loss" in x]  # no new training steps
-    assert len([x for x in after if x.get("stage") == "eval"]) == 2  # the evaluation ran again
-    assert (out / "stage1" / "model.safetensors").read_bytes() == weights
+    for stage in ("stage0", "stage1", "stage2"):  # nor any other training row (stage 2 logs steps without a loss)
+        assert stage_rows(after, stage) == stage_rows(rows, stage), stage
+    evals = [x for x in after if x.get("stage") == "eval"]
+    assert [x["model"] for x in evals] == ["sft", "grpo"] * 2  # the evaluation ran again, both models
+    assert len([x for x in after if x.get("stage") == "compare"]) == 2
+    for stage, before in weights.items():
+        assert (out / stage / "model.safetensors").read_bytes() == before, stage
 
 
-def test_stage1_resumes_from_a_stage0_only_run(corpus):
+def test_stage1_resumes_from_a_stage0_only_run(corpus, monkeypatch):
     out = corpus / "staged"
-    common = ["--data", corpus / "train.jsonl", "--eval", f"dev={corpus / 'dev.jsonl'}", "--out", out, *TINY]
+    data_args = ["--data", corpus / "train.jsonl", "--eval", f"dev={corpus / 'dev.jsonl'}", *TINY]
+    common = [*data_args, "--out", out]
     r = train_asr(*common, "--stages", "0", cwd=corpus)
     assert r.returncode == 0, r.stderr[-3000:]
     assert not (out / "stage1").exists()
@@ -103,12 +121,56 @@ def test_stage1_resumes_from_a_stage0_only_run(corpus):
     assert step_rows(rows, "stage0") == [0, 1, 2, 3]  # stage 0 trained once
     assert step_rows(rows, "stage1") == [0, 1, 2, 3]
     assert json.loads((out / "stage1" / "state.json").read_text())["step"] == 4
-    # stage 1 started from stage 0's encoder: 4 AdamW steps at lr 2e-3 move a weight by < ~0.01,
-    # while a fresh init differs by ~0.3 (conv weights are uniform in +-1/3)
+    # stage 1 started from stage 0's encoder and, frozen by default, left it exactly as it was
     enc0 = {k: v for k, v in load_file(out / "stage0" / "model.safetensors").items() if k.startswith("encoder.")}
     enc1 = load_file(out / "stage1" / "model.safetensors")
+    assert enc0 and all(enc1[k].equal(v) for k, v in enc0.items())
+    # --no-freeze-encoder: SFT trains the encoder too, from stage 0's: 4 AdamW steps at lr 2e-3 move a
+    # weight by < ~0.01, while a fresh init differs by ~0.3 (conv weights are uniform in +-1/3).
+    # In-process: a third run of the script would cost seconds of imports.
+    unfrozen = corpus / "staged_unfrozen"
+    shutil.copytree(out / "stage0", unfrozen / "stage0")
+    monkeypatch.chdir(corpus)
+    load_train_asr().main([*map(str, data_args), "--out", str(unfrozen), "--stages", "1", "--no-freeze-encoder"])
+    enc1 = load_file(unfrozen / "stage1" / "model.safetensors")
     assert max((enc1[k] - v).abs().max().item() for k, v in enc0.items()) < 0.05
     assert any(not enc1[k].equal(v) for k, v in enc0.items())  # and SFT did train it
+
+
+class _Killed(Exception):
+    """Stands in for a kill right after a checkpoint was written."""
+
+
+@pytest.mark.parametrize("freeze", [True, False], ids=["frozen_encoder", "no_freeze_encoder"])
+def test_stage1_resumed_mid_stage_matches_an_uninterrupted_run(corpus, tmp_path, monkeypatch, capsys, freeze):
+    """Killed right after the step-2 checkpoint, then --resume: the same weights, bit for bit, as a run
+    that was never stopped (in-process, so the kill can be placed exactly)."""
+    train_asr_module = load_train_asr()
+    monkeypatch.chdir(tmp_path)
+    args = ["--data", str(corpus / "train.jsonl"), "--eval", f"dev={corpus / 'dev.jsonl'}", *TINY,
+            "--stages", "0,1", "--freeze-encoder" if freeze else "--no-freeze-encoder"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    train_asr_module.main([*args, "--out", str(whole)])
+
+    save, armed = nanospeechrl.trainer.save_checkpoint, [True]
+
+    def save_then_die(path, *a, **kw):
+        saved = save(path, *a, **kw)
+        if armed[0] and os.path.basename(path) == "stage1" and a[-1]["step"] == 2:
+            raise _Killed
+        return saved
+
+    monkeypatch.setattr(nanospeechrl.trainer, "save_checkpoint", save_then_die)
+    with pytest.raises(_Killed):
+        train_asr_module.main([*args, "--out", str(split)])
+    assert json.loads((split / "stage1" / "state.json").read_text())["step"] == 2
+    armed[0] = False
+    train_asr_module.main([*args, "--out", str(split), "--resume"])
+    assert "stage1: resuming at step 2" in capsys.readouterr().out
+    assert step_rows(read_metrics(split), "stage1") == [0, 1, 2, 3]
+    a, b = load_file(whole / "stage1" / "model.safetensors"), load_file(split / "stage1" / "model.safetensors")
+    assert a.keys() == b.keys()
+    assert [k for k in a if not a[k].equal(b[k])] == []
 
 
 def test_bad_manifest_line(corpus):

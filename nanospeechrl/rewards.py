@@ -1,0 +1,107 @@
+"""
+Rule-based rewards for RL. Each is a plain function
+
+    reward(hyps: list[str], refs: list[str], **fields) -> list[float]
+
+on raw strings (they normalise internally with corpus.normalize, the one text normaliser
+used by evaluation too), so a reward is exactly the metric it stands for.
+`parse_rewards("wer:1,hallucination:0.5")` checks names and weights once at start-up;
+`score()` runs them all and returns the weighted sum plus each reward on its own (logged
+as rewards/<name>).
+"""
+from collections import Counter
+
+import jiwer
+import sacrebleu
+
+from nanospeechrl.corpus import normalize
+
+
+def _error_rate(hyp, ref, measure):
+    if not ref:  # nothing to say: any output is an insertion
+        return 0.0 if not hyp else 1.0
+    return measure(ref, hyp)
+
+
+def wer(hyps, refs, **fields):
+    """1 - word error rate, floored at 0."""
+    return [max(0.0, 1.0 - _error_rate(normalize(h), normalize(r), jiwer.wer)) for h, r in zip(hyps, refs)]
+
+
+def cer(hyps, refs, **fields):
+    """1 - character error rate, floored at 0."""
+    return [max(0.0, 1.0 - _error_rate(normalize(h), normalize(r), jiwer.cer)) for h, r in zip(hyps, refs)]
+
+
+def ngrams(words, n):
+    return Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
+
+
+def is_hallucination(hyp, ref, n=3, max_ratio=2.0, slack=4):
+    """True when hyp loops (some n-gram occurs more than once and more often than in ref)
+    or is far longer than ref (more than max_ratio * len(ref) + slack words)."""
+    h, r = normalize(hyp).split(), normalize(ref).split()
+    if len(h) > max_ratio * len(r) + slack:
+        return True
+    ref_counts = ngrams(r, n)
+    return any(c > 1 and c > ref_counts[g] for g, c in ngrams(h, n).items())
+
+
+def hallucination(hyps, refs, **fields):
+    """-1 for a looping or runaway hypothesis, else 0."""
+    return [-1.0 if is_hallucination(h, r) else 0.0 for h, r in zip(hyps, refs)]
+
+
+STOPWORDS = set("""a an the and or but if of to in on at by for with from into onto over under up down
+out off as is are was were be been being am do does did has have had it its this that these those there
+here he she they we you i me him her them us my your his their our what which who whom whose where when
+why how not no yes so than then too very can could will would shall should may might must s""".split())
+
+
+def keywords(text):
+    return Counter(w for w in normalize(text).split() if w not in STOPWORDS)
+
+
+def keyword(hyps, refs, **fields):
+    """Mean of precision and recall of content words (not in STOPWORDS), counted with multiplicity."""
+    out = []
+    for h, r in zip(hyps, refs):
+        hk, rk = keywords(h), keywords(r)
+        if not rk:
+            out.append(1.0 if not hk else 0.0)
+            continue
+        hit = sum((hk & rk).values())
+        out.append(0.5 * (hit / max(1, sum(hk.values())) + hit / sum(rk.values())))
+    return out
+
+
+def bleu(hyps, refs, **fields):
+    """sacrebleu sentence BLEU / 100 on normalised text (smoothed, so short answers score)."""
+    return [sacrebleu.sentence_bleu(normalize(h), [normalize(r)]).score / 100 for h, r in zip(hyps, refs)]
+
+
+REWARDS = {"wer": wer, "cer": cer, "hallucination": hallucination, "keyword": keyword, "bleu": bleu}
+
+
+def parse_rewards(spec):
+    """"wer:1,hallucination:0.5" (weight 1 when left out) -> {name: weight}; unknown names fail."""
+    weights = {}
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        name, _, w = (part.strip() for part in item.partition(":"))
+        if name not in REWARDS:
+            raise ValueError(f"unknown reward {name!r} in {spec!r}; choose from {', '.join(REWARDS)} "
+                             f"(e.g. --reward wer:1,hallucination:1)")
+        try:
+            weights[name] = float(w) if w else 1.0
+        except ValueError:
+            raise ValueError(f"reward weight {w!r} for {name!r} is not a number (write name:weight)") from None
+    if not weights:
+        raise ValueError(f"no reward in {spec!r}; choose from {', '.join(REWARDS)}")
+    return weights
+
+
+def score(weights, hyps, refs, **fields):
+    """-> (weighted total per hypothesis, {name: per-hypothesis list})."""
+    parts = {name: REWARDS[name](hyps, refs, **fields) for name in weights}
+    total = [sum(weights[name] * parts[name][i] for name in weights) for i in range(len(hyps))]
+    return total, parts

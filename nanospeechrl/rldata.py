@@ -1,0 +1,52 @@
+"""
+RL data construction (train_asr.py --rl-data): which utterances GRPO trains on.
+
+    all   the training set as it is
+    hard  utterances the SFT model gets wrong, or whose samples disagree with its greedy output
+    long  k training utterances joined back to back, audio and text: multi-sentence inputs,
+          where the SFT model (trained on single sentences) deletes and loops
+"""
+import random
+
+import torch
+
+from nanospeechrl import data
+from nanospeechrl.corpus import normalize
+from nanospeechrl.evaluate import transcribe_all
+from nanospeechrl.trainer import autocast
+
+
+def joined_examples(examples, feats, k, max_frames, seed):
+    """RL data 'long': k utterances back to back (audio and text), each used once, of one
+    speaker where the speaker has enough (sorted by speaker, then chunked)."""
+    rng = random.Random(seed)
+    order = sorted(range(len(examples)), key=lambda i: (examples[i].speaker, rng.random()))
+    out_ex, out_feats = [], []
+    for j in range(0, len(order) - k + 1, k):
+        group = order[j:j + k]
+        feat = torch.cat([feats[i] for i in group])
+        if len(feat) <= max_frames:
+            out_ex.append(data.Example(audio="+".join(examples[i].audio for i in group),
+                                       text=" ".join(examples[i].text for i in group)))
+            out_feats.append(feat)
+    return out_ex, out_feats
+
+
+def hard_examples(model, tokenizer, examples, feats, pool_size, batch_size, max_new_tokens, temperature, seed,
+                  device):
+    """RL data 'hard': of pool_size training utterances, those the SFT model gets wrong
+    (greedy) or whose transcript sampled at `temperature` disagrees with the greedy one."""
+    pool = random.Random(seed).sample(range(len(examples)), min(pool_size, len(examples)))
+    pool_feats = [feats[i] for i in pool]
+    greedy = transcribe_all(model, tokenizer, pool_feats, device, batch_size, max_new_tokens)
+    sampled = []
+    gen = torch.Generator(device).manual_seed(seed)
+    for start in range(0, len(pool), batch_size):
+        b = data.collate(pool_feats[start:start + batch_size])
+        with torch.no_grad(), autocast(device):
+            sampled += model.transcribe(b["feats"].to(device), b["feat_lens"].to(device), tokenizer,
+                                        max_new_tokens=max_new_tokens, temperature=temperature,
+                                        generator=gen)
+    keep = [i for i, g, s in zip(pool, greedy, sampled)
+            if normalize(g) != normalize(examples[i].text) or normalize(s) != normalize(g)]
+    return [examples[i] for i in keep], [feats[i] for i in keep]

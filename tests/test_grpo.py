@@ -1,0 +1,285 @@
+import math
+import statistics
+
+import pytest
+import torch
+
+from nanospeechrl.grpo import LOSS_TYPES, GRPOConfig, group_advantages, policy_loss
+
+N, T, MAX_NEW = 6, 7, 9
+LENGTHS = [7, 2, 5, 1, 6, 4]  # ragged; row 3 has a single token
+ADV = [1.3, -0.7, 0.4, -1.5, 0.9, -0.2]
+OFF_ROW = 4
+
+
+def make_batch(seed=0):
+    """float64 (N, T) logp / old_logp / ref_logp, advantages (N,), ragged mask (N, T)."""
+    g = torch.Generator().manual_seed(seed)
+    old = -(torch.rand(N, T, generator=g, dtype=torch.float64) * 3 + 0.05)
+    logp = old + (torch.rand(N, T, generator=g, dtype=torch.float64) - 0.5) * 1.4  # ratio in [0.50, 2.01]
+    ref = logp + (torch.rand(N, T, generator=g, dtype=torch.float64) - 0.5) * 1.6
+    mask = (torch.arange(T)[None, :] < torch.tensor(LENGTHS)[:, None]).double()
+    return logp, old, ref, torch.tensor(ADV, dtype=torch.float64), mask
+
+
+def off_mask(with_off):
+    if not with_off:
+        return None
+    off = torch.zeros(N, dtype=torch.bool)
+    off[OFF_ROW] = True
+    return off
+
+
+def naive(logp, old, ref, adv, mask, cfg, off=None):
+    """Pure-Python loss, d loss / d logp and metrics, token by token, from the docstrings."""
+    logp, old, adv, mask = logp.tolist(), old.tolist(), adv.tolist(), mask.tolist()
+    ref = ref.tolist() if ref is not None else None
+    off = off.tolist() if off is not None else [False] * len(logp)
+    lo, hi = 1 - cfg.epsilon, 1 + cfg.epsilon_high
+    n_rows = len(logp)
+    total_tokens = sum(sum(row) for row in mask)
+    terms = [[0.0] * len(row) for row in logp]
+    dterms = [[0.0] * len(row) for row in logp]
+    k3s, ratios, lows, highs, n_on = [], [], 0, 0, 0
+    for i, row in enumerate(logp):
+        A = adv[i]
+        for j, lp in enumerate(row):
+            if not mask[i][j]:
+                continue
+            if off[i]:
+                p = math.exp(lp)
+                term, dterm = -p * A, -p * A
+            else:
+                r = math.exp(lp - old[i][j])
+                c = min(max(r, lo), hi)
+                unclipped, clipped = r * A, c * A
+                term = -min(unclipped, clipped)
+                # the gradient flows only through r, and only when the unclipped branch is the min
+                dterm = -r * A if (lo <= r <= hi or unclipped <= clipped) else 0.0
+                n_on += 1
+                ratios.append(r)
+                lows += r < lo and A < 0
+                highs += r > hi and A > 0
+            if cfg.beta != 0:
+                d = ref[i][j] - lp
+                k3 = math.exp(d) - d - 1
+                k3s.append(k3)
+                term += cfg.beta * k3
+                dterm += cfg.beta * (1 - math.exp(d))
+            terms[i][j], dterms[i][j] = term, dterm
+
+    def weight(i):
+        if cfg.loss_type == "grpo":
+            return 1 / (max(1, sum(mask[i])) * n_rows)
+        if cfg.loss_type in ("bnpo", "dapo"):
+            return 1 / total_tokens
+        assert cfg.loss_type == "dr_grpo"
+        return 1 / (n_rows * cfg.max_new_tokens)
+
+    loss = sum(weight(i) * t for i, row in enumerate(terms) for t in row)
+    grad = [[weight(i) * d for d in row] for i, row in enumerate(dterms)]
+    metrics = {"kl": sum(k3s) / total_tokens if k3s else 0.0,
+               "clip_ratio/low_mean": lows / n_on, "clip_ratio/high_mean": highs / n_on,
+               "clip_ratio/region_mean": (lows + highs) / n_on, "ratio": sum(ratios) / n_on}
+    return loss, torch.tensor(grad, dtype=torch.float64), metrics
+
+
+def cfg_for(loss_type, beta, **kw):
+    return GRPOConfig(loss_type=loss_type, beta=beta, epsilon=0.2, epsilon_high=0.28,
+                      max_new_tokens=MAX_NEW, **kw)
+
+
+# --- config -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kw", [dict(loss_type="ppo"), dict(scale_rewards="std"), dict(off_policy="gt"),
+                                dict(num_generations=1), dict(num_generations=2, off_policy="reference"),
+                                dict(num_iterations=0), dict(max_new_tokens=0)])
+def test_config_rejects_bad_values(kw):
+    with pytest.raises(ValueError):
+        GRPOConfig(**kw)
+
+
+def test_config_accepts_valid_values():
+    for lt in LOSS_TYPES:
+        assert GRPOConfig(loss_type=lt).loss_type == lt
+    GRPOConfig(num_generations=2)
+    GRPOConfig(num_generations=3, off_policy="reference", scale_rewards="batch")
+
+
+# --- advantages ---------------------------------------------------------------------------
+
+REWARDS = [[0.1, 0.9, 0.5, 0.3], [1.0, 1.0, 1.0, 1.0], [-2.0, 0.0, 3.5, 0.25]]
+
+
+@pytest.mark.parametrize("scale", ["group", "batch", "none"])
+def test_group_advantages_match_naive(scale):
+    flat = [r for g in REWARDS for r in g]
+    batch_std = statistics.stdev(flat)
+    want = []
+    for g in REWARDS:
+        mean, std = statistics.fmean(g), statistics.stdev(g)
+        div = {"group": std + 1e-4, "batch": batch_std + 1e-4, "none": 1.0}[scale]
+        want.append([(r - mean) / div for r in g])
+    got = group_advantages(REWARDS, scale)
+    assert got.shape == (3, 4)
+    torch.testing.assert_close(got, torch.tensor(want), atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(got).all()
+    assert got[1].abs().max() < 1e-6  # all-equal group: no signal, and no NaN
+
+
+def test_group_advantages_all_equal_batch_is_finite_zero():
+    for scale in ("group", "batch", "none"):
+        adv = group_advantages(torch.full((2, 3), 0.7), scale)
+        assert torch.isfinite(adv).all() and adv.abs().max() < 1e-5
+
+
+def test_group_advantages_bad_scale():
+    with pytest.raises(ValueError):
+        group_advantages(REWARDS, "std")
+
+
+# --- policy loss --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("with_off", [False, True])
+def test_batch_exercises_both_clip_sides(with_off):
+    """Guard for the loss tests: on-policy tokens hit every clip case."""
+    logp, old, ref, adv, mask = make_batch()
+    r = torch.exp(logp - old)
+    on = mask.bool()
+    if with_off:
+        on[OFF_ROW] = False
+    A = adv[:, None].expand(N, T)
+    for cond in (r < 0.8, r > 1.28):
+        for sign in (A < 0, A > 0):
+            assert (cond & sign & on).any()
+    assert ((r > 0.8) & (r < 1.28) & on).any()
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+@pytest.mark.parametrize("beta", [0.0, 0.04])
+@pytest.mark.parametrize("with_off", [False, True])
+def test_policy_loss_value_and_grad_match_naive(loss_type, beta, with_off):
+    logp, old, ref, adv, mask = make_batch()
+    cfg, off = cfg_for(loss_type, beta), off_mask(with_off)
+    want_loss, want_grad, want_metrics = naive(logp, old, ref, adv, mask, cfg, off)
+    logp = logp.clone().requires_grad_(True)
+    loss, metrics = policy_loss(logp, old, ref, adv, mask, cfg, off_policy=off)
+    assert loss.dim() == 0 and loss.dtype == torch.float64
+    assert loss.item() == pytest.approx(want_loss, abs=1e-6)
+    loss.backward()
+    torch.testing.assert_close(logp.grad, want_grad, atol=1e-6, rtol=0)
+    assert (logp.grad[mask == 0] == 0).all()
+    for key, value in want_metrics.items():
+        if key == "kl" and beta == 0:
+            continue  # no reference model: nothing to measure
+        assert metrics[key] == pytest.approx(value, abs=1e-6), key
+
+
+def test_loss_types_differ_only_in_normalisation():
+    logp, old, ref, adv, mask = make_batch()
+    losses = {lt: policy_loss(logp, old, ref, adv, mask, cfg_for(lt, 0.04))[0].item() for lt in LOSS_TYPES}
+    assert losses["bnpo"] == losses["dapo"]
+    total = mask.sum().item()
+    assert losses["dr_grpo"] == pytest.approx(losses["bnpo"] * total / (N * MAX_NEW), abs=1e-12)
+    assert abs(losses["grpo"] - losses["bnpo"]) > 1e-4  # ragged rows: per-row mean != token mean
+
+
+def test_off_policy_row_uses_pi_theta_unclipped():
+    logp, old, ref, adv, mask = make_batch()
+    cfg = cfg_for("bnpo", 0.0)
+    off = off_mask(True)
+    a, _ = policy_loss(logp, old, None, adv, mask, cfg, off_policy=off)
+    b, _ = policy_loss(logp, old, None, adv, mask, cfg)
+    m = mask[OFF_ROW].bool()
+    r = torch.exp(logp[OFF_ROW] - old[OFF_ROW])
+    on_term = -torch.min(r * adv[OFF_ROW], r.clamp(0.8, 1.28) * adv[OFF_ROW])
+    off_term = -torch.exp(logp[OFF_ROW]) * adv[OFF_ROW]
+    assert (a - b).item() == pytest.approx(((off_term - on_term)[m].sum() / mask.sum()).item(), abs=1e-12)
+    # all-False off mask is the same as none
+    c, _ = policy_loss(logp, old, None, adv, mask, cfg, off_policy=torch.zeros(N, dtype=torch.bool))
+    assert c.item() == b.item()
+
+
+def test_single_iteration_is_plain_policy_gradient():
+    logp, _, _, adv, mask = make_batch(1)
+    lengths = torch.tensor(LENGTHS, dtype=torch.float64)
+    logp = logp.requires_grad_(True)
+    loss, metrics = policy_loss(logp, logp.detach(), None, adv, mask, cfg_for("grpo", 0.0))
+    assert loss.item() == pytest.approx(-adv.mean().item(), abs=1e-12)
+    loss.backward()
+    want = (-adv / (lengths * N))[:, None] * mask  # d/dlogp of -r*A averaged per row, then over rows
+    torch.testing.assert_close(logp.grad, want, atol=1e-12, rtol=0)
+    assert metrics["ratio"] == 1.0
+    assert metrics["clip_ratio/region_mean"] == 0.0
+
+    logp.grad = None
+    loss, _ = policy_loss(logp, logp.detach(), None, adv, mask, cfg_for("bnpo", 0.0))
+    assert loss.item() == pytest.approx(-(adv * lengths).sum().item() / lengths.sum().item(), abs=1e-12)
+    loss.backward()
+    torch.testing.assert_close(logp.grad, (-adv / lengths.sum())[:, None] * mask, atol=1e-12, rtol=0)
+
+
+def test_kl_metric_is_masked_mean_of_k3():
+    logp, old, ref, adv, mask = make_batch(2)
+    _, metrics = policy_loss(logp, old, ref, adv, mask, cfg_for("grpo", 0.1))
+    d = ref - logp
+    k3 = torch.exp(d) - d - 1
+    assert (k3[mask.bool()] > 0).all()
+    assert metrics["kl"] == pytest.approx((k3 * mask).sum().item() / mask.sum().item(), abs=1e-9)
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+@pytest.mark.parametrize("with_off", [False, True])
+def test_masked_tokens_never_matter(loss_type, with_off):
+    logp, old, ref, adv, mask = make_batch()
+    cfg, off = cfg_for(loss_type, 0.04), off_mask(with_off)
+    g = torch.Generator().manual_seed(7)
+    pad = mask == 0
+
+    def run(lp, ol, rf):
+        lp = lp.clone().requires_grad_(True)
+        loss, metrics = policy_loss(lp, ol, rf, adv, mask, cfg, off_policy=off)
+        loss.backward()
+        return loss.item(), lp.grad, metrics
+
+    base = run(logp, old, ref)
+    garbage = [t.clone() for t in (logp, old, ref)]
+    for t in garbage:
+        t[pad] = (torch.rand(int(pad.sum()), generator=g, dtype=torch.float64) - 0.5) * 8
+    other = run(*garbage)
+    assert other[0] == pytest.approx(base[0], abs=1e-12)
+    torch.testing.assert_close(other[1], base[1], atol=1e-12, rtol=0)
+    assert (other[1][pad] == 0).all()
+    assert other[2] == pytest.approx(base[2], abs=1e-12)
+
+
+def test_ref_logp_none_with_beta_zero():
+    logp, old, ref, adv, mask = make_batch()
+    for lt in LOSS_TYPES:
+        cfg = cfg_for(lt, 0.0)
+        a, m = policy_loss(logp, old, None, adv, mask, cfg)
+        b, _ = policy_loss(logp, old, ref, adv, mask, cfg)
+        assert torch.isfinite(a) and a.item() == b.item()
+        assert m["kl"] == 0.0
+
+
+def test_float32_inputs_and_float_mask():
+    logp, old, ref, adv, mask = make_batch()
+    cfg = cfg_for("grpo", 0.04)
+    a, _ = policy_loss(logp, old, ref, adv, mask, cfg)
+    b, _ = policy_loss(logp.float(), old.float(), ref.float(), adv.float(), mask.bool(), cfg)
+    assert b.dtype == torch.float32
+    assert b.item() == pytest.approx(a.item(), abs=1e-5)
+
+
+def test_unused_logprob_placeholders_cannot_poison_the_gradient():
+    """Extreme old/ref log-probs at masked slots or on off-policy rows are never used: finite loss and gradient."""
+    cfg = GRPOConfig(beta=0.04)
+    logp = torch.full((2, 3), -1.0, requires_grad=True)
+    old = torch.tensor([[-1.0, -1.0, -200.0], [-200.0, -200.0, -200.0]])
+    ref = torch.tensor([[-1.0, -1.0, 200.0], [-1.0, -1.0, -1.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    loss, m = policy_loss(logp, old, ref, torch.tensor([1.0, -1.0]), mask, cfg, off_policy=torch.tensor([False, True]))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logp.grad).all() and m["ratio"] == 1.0
+    assert logp.grad[0, 2] == 0  # the masked slot gets no gradient
