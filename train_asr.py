@@ -68,7 +68,7 @@ class TrainConfig:
     freeze_encoder: bool = True  # stages 1-2 train projector + LLM on the stage-0 encoder's outputs
     # optimisation
     ctc_steps: int = 1300  # stage 0 steps
-    sft_steps: int = 1200  # stage 1 steps
+    sft_steps: int = 1600  # stage 1 steps
     lr: float = 2e-3  # peak learning rate (AdamW, warmup then cosine to lr / 10)
     batch_frames: int = 6000  # padded feature frames per batch (100 frames = 1 s)
     spec_augment: bool = False  # time and frequency masking in training (off: measured slower to learn in minutes)
@@ -77,7 +77,7 @@ class TrainConfig:
     rl_lr: float = 2e-5  # constant learning rate of stage 2
     rl_batch: int = 32  # completions per step: (utterances per step) * num_generations
     reward: str = "wer:1,hallucination:1"  # name:weight,... from rewards.REWARDS
-    rl_data: str = "all"  # all | hard (the SFT model errs or its samples disagree) | long (3 utterances joined)
+    rl_data: str = "hard"  # hard (the SFT model errs or its samples disagree) | all | long (3 utterances joined)
     rl_pool: int = 1000  # --rl-data hard: training utterances screened
     rl_ckpt_every: int = 25  # stage 2 steps between checkpoints
     # logging and evaluation
@@ -184,7 +184,7 @@ def load_data(cfg):
 
 # ----------------------------------------------------------------------------- training
 
-def grpo_stage(model, tokenizer, examples, feats, cfg, gcfg, device, ckpt_config, log):
+def grpo_stage(model, tokenizer, examples, feats, cfg, gcfg, device, ckpt_config, log, setup_seconds=0.0):
     """Stage 2. Each step runs five phases, each holding on the device only what it needs:
     encode (the frozen encoder, once per step) -> rollout (G completions per utterance) ->
     reward -> reference (log-probs under the frozen SFT model) -> update (num_iterations
@@ -198,7 +198,7 @@ def grpo_stage(model, tokenizer, examples, feats, cfg, gcfg, device, ckpt_config
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.rl_lr, betas=(0.9, 0.99), weight_decay=0.0)
     phases = Phases(device, {"encoder": model.encoder, "policy": policy, "reference": reference}, opt)
     gen = torch.Generator(device).manual_seed(cfg.seed)
-    step, cursor, elapsed, bad = 0, [0, 0], 0.0, 0
+    step, cursor, elapsed, bad = 0, [0, 0], setup_seconds, 0  # elapsed: stage 1b gets as much time
     if cfg.resume and os.path.exists(os.path.join(path, "state.json")):
         state = load_checkpoint(path, model, opt)["state"]
         step, cursor, elapsed = state["step"], state["cursor"], state["elapsed"]
@@ -221,7 +221,7 @@ def grpo_stage(model, tokenizer, examples, feats, cfg, gcfg, device, ckpt_config
         with phases("encode", "encoder"), torch.no_grad(), autocast(device):
             b = to_batch(feats, idx, device)
             hidden, lens = model.encoder(b["feats"], b["feat_lens"])
-        with phases("rollout", "policy"), autocast(device):
+        with phases("rollout", "policy"), torch.no_grad(), autocast(device):
             roll = model.generate_from_audio(*model.projector(hidden, lens), P, tokenizer.eos_id,
                                              gcfg.max_new_tokens, num_samples=n_sampled, **sampling)
             tokens, lengths, off = with_reference_rows(roll, [targets[i] for i in idx], G)
@@ -231,53 +231,75 @@ def grpo_stage(model, tokenizer, examples, feats, cfg, gcfg, device, ckpt_config
             R = torch.tensor(total).view(len(idx), G)
             adv = group_advantages(R, gcfg.scale_rewards).flatten().to(device)
             mask, truncated = completion_mask(tokens, lengths, tokenizer.eos_id, gcfg)
-            keep = R.std(dim=1) > 0 if gcfg.filter_zero_std else torch.ones(len(idx), dtype=torch.bool)
-        on = ~off.cpu()  # statistics of the sampled completions only
-        row = {"stage": "stage2", "step": step, "reward": R.flatten()[on].mean().item(),
-               "reward_std": R.std(dim=1).mean().item(), "frac_reward_zero_std": (R.std(dim=1) == 0).float().mean().item(),
-               **{f"rewards/{k}": torch.tensor(v)[on].mean().item() for k, v in parts.items()},
-               "entropy": -(roll.logprobs.sum() / roll.lengths.sum()).item(),  # -mean log-prob of sampled tokens
-               "completions/mean_length": lengths[on.to(device)].float().mean().item(),
-               "completions/clipped_ratio": truncated[on.to(device)].float().mean().item()}
-        if keep.any():  # else no group has a learning signal: nothing to update
-            rows = keep.repeat_interleave(G).to(device)
-            h, hl, Pk = hidden[keep.to(device)], lens[keep.to(device)], [p for p, k in zip(P, keep) if k]
-            tok, ln, mk, ak, ok = tokens[rows], lengths[rows], mask[rows], adv[rows], off[rows]
+            tied = (R.max(dim=1).values - R.min(dim=1).values) <= 1e-6  # all rewards equal: no signal
+            keep = ~tied if gcfg.filter_zero_std else torch.ones_like(tied)
+        row = {"stage": "stage2", "step": step, **rollout_stats(R, parts, tied, off, roll, lengths, truncated)}
+        rows = keep.repeat_interleave(G).to(device)  # the completions of the groups kept
+        if mask[rows].sum() > 0:  # else nothing in this batch to learn from
+            L = int(lengths[rows].max())  # no forward over padding past the longest completion
+            sel = keep.to(device)
+            batch = (hidden[sel], lens[sel], [p for p, k in zip(P, keep) if k], tokens[rows, :L], lengths[rows])
             ref_logp = None
             if gcfg.beta:
                 with phases("reference", "reference"), torch.no_grad(), autocast(device):
-                    ref_logp = reference.logprobs_from_audio(*reference.projector(h, hl), Pk, tok, ln,
-                                                             gcfg.temperature).float()
+                    ref_logp = logprobs(reference, batch, gcfg, device)
             with phases("update", "policy", optimizer=True):
-                for it in range(gcfg.num_iterations):
-                    with autocast(device):
-                        logp = model.logprobs_from_audio(*model.projector(h, hl), Pk, tok, ln, gcfg.temperature).float()
-                    if it == 0:
-                        old = logp.detach()  # pi_old: the policy that sampled, before this batch's updates
-                    loss, m = policy_loss(logp, old, ref_logp, ak, mk, gcfg, ok)
-                    if not torch.isfinite(loss):  # skip the update; stop after a few in a row
-                        bad += 1
-                        row["nonfinite_loss"] = bad
-                        break
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-                    opt.step()
-                else:
-                    bad = 0
-                    row.update(loss=loss.item(), grad_norm=grad_norm.item(), **m)
+                m = grpo_update(model, policy, opt, batch, ref_logp, adv[rows], mask[rows, :L], off[rows], gcfg,
+                                device)
+            bad = 0 if m else bad + 1
+            row.update(m or {"nonfinite_loss": bad})
         row.update(phases.stats, time=time.time() - t0)
         log(row)
         if bad >= 3:
-            raise SystemExit(f"stage2: {bad} non-finite losses in a row (step {step}); their updates were skipped. "
-                             f"Last good checkpoint: {path}. Try a lower --rl-lr or --beta.")
+            raise SystemExit(f"stage2: {bad} non-finite losses or gradients in a row (step {step}); their updates "
+                             f"were skipped. Last good checkpoint: {path}. Try a lower --rl-lr or --beta.")
         if (step + 1) % cfg.rl_ckpt_every == 0 or step == cfg.rl_steps - 1:
             state = {"step": step + 1, "cursor": cursor, "done": step == cfg.rl_steps - 1,
                      "elapsed": time.time() - t0, "rollout_rng": gen.get_state().tolist()}
             save_checkpoint(path, model, ckpt_config, tokenizer, opt, state)
 
 
-# ----------------------------------------------------------------------------- evaluation
+def logprobs(model, batch, gcfg, device):
+    """Per-token log-probs (N, L) of the completions in batch = (encoder output, lengths,
+    prompts, completion tokens, completion lengths) under model (policy or reference)."""
+    hidden, lens, prompts, tokens, lengths = batch
+    with autocast(device):
+        return model.logprobs_from_audio(*model.projector(hidden, lens), prompts, tokens, lengths,
+                                         gcfg.temperature).float()
+
+
+def grpo_update(model, policy, opt, batch, ref_logp, adv, mask, off, gcfg, device):
+    """num_iterations clipped policy-gradient steps on one batch of rollouts -> metrics, or None
+    when a loss or gradient is not finite (that iteration does not update the weights)."""
+    for it in range(gcfg.num_iterations):
+        logp = logprobs(model, batch, gcfg, device)
+        if it == 0:
+            old = logp.detach()  # pi_old: the policy that sampled, before this batch's updates
+        loss, metrics = policy_loss(logp, old, ref_logp, adv, mask, gcfg, off)
+        if not torch.isfinite(loss):
+            return None
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        if torch.isfinite(grad_norm):
+            opt.step()
+        opt.zero_grad(set_to_none=True)  # also: no gradient buffers ride along into the next rollout
+        if not torch.isfinite(grad_norm):
+            return None
+    return {"loss": loss.item(), "grad_norm": grad_norm.item(), **metrics}
+
+
+def rollout_stats(R, parts, tied, off, roll, lengths, truncated):
+    """What a stage-2 row says about the rollouts. Rewards and lengths over the sampled
+    completions (an off-policy reference row is left out); reward_std over whole groups."""
+    on = ~off.cpu()
+    return {"reward": R.flatten()[on].mean().item(), "reward_std": R.std(dim=1).mean().item(),
+            "frac_reward_zero_std": tied.float().mean().item(),
+            **{f"rewards/{k}": torch.tensor(v)[on].mean().item() for k, v in parts.items()},
+            # -mean log-prob of the sampled tokens: a Monte-Carlo estimate of the per-token entropy
+            "entropy": -(roll.logprobs.sum() / roll.lengths.sum()).item(),
+            "completions/mean_length": lengths.cpu()[on].float().mean().item(),
+            "completions/clipped_ratio": truncated.cpu()[on].float().mean().item()}
+
 
 # ----------------------------------------------------------------------------- main
 
@@ -376,6 +398,7 @@ def main(argv=None):
     elif "2" in stages:
         model = SpeechLM(enc_cfg, LLM(llm_cfg), ProjectorConfig(cfg.stack)).to(device)
         load_checkpoint(os.path.join(cfg.out, "stage1"), model)
+        t_setup = time.time()  # RL data construction counts as stage-2 time
         rl_train, rl_feats = train, feats
         if cfg.rl_data == "long":
             rl_train, rl_feats = joined_examples(train, feats, 3, enc_cfg.max_frames, cfg.seed)
@@ -385,7 +408,7 @@ def main(argv=None):
         print(f"stage2: {len(rl_train)} RL utterances (--rl-data {cfg.rl_data})")
         if not rl_train:
             raise SystemExit(f"stage2: no RL utterances with --rl-data {cfg.rl_data}; try --rl-data all")
-        grpo_stage(model, tokenizer, rl_train, rl_feats, cfg, gcfg, device, ckpt_config, log)
+        grpo_stage(model, tokenizer, rl_train, rl_feats, cfg, gcfg, device, ckpt_config, log, time.time() - t_setup)
 
     # Stage 1b: the equal-time control for stage 2
     if "1b" in stages:

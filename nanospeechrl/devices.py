@@ -60,6 +60,7 @@ class Phases:
         unknown = set(needs) - set(self.modules)
         if unknown:
             raise KeyError(f"phase {name!r} needs unknown modules {sorted(unknown)}; known: {sorted(self.modules)}")
+        t0 = time.perf_counter()  # the phase's time includes its moves
         for key, module in self.modules.items():  # park first, so the device never holds both
             if key not in needs:
                 module.to(self.offload)
@@ -73,7 +74,6 @@ class Phases:
         if cuda:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-        t0 = time.perf_counter()
         yield
         if cuda:
             torch.cuda.synchronize(self.device)

@@ -7,7 +7,8 @@ reward minus the group mean (optionally divided by a std), shared by all its tok
 token, with r = pi_theta / pi_old:
 
     term = -min(r * A, clip(r, 1 - epsilon, 1 + epsilon_high) * A) + beta * k3
-    k3   = exp(ref - logp) - (ref - logp) - 1          (an unbiased, >= 0 estimate of KL)
+    k3   = exp(ref - logp) - (ref - logp) - 1          (an unbiased, >= 0 estimate of KL;
+                                                        ref - logp is clamped to +-20)
 
 An off-policy row (e.g. the ground-truth answer placed into the group) was not sampled
 from pi_old; its behaviour probability is taken as 1, so its ratio is pi_theta itself and it
@@ -86,7 +87,7 @@ def policy_loss(logp, old_logp, ref_logp, advantages, mask, cfg, off_policy=None
     term = torch.where(off, -torch.exp(logp) * A, term)  # off-policy: behaviour prob 1, no clip
     kl = torch.zeros_like(logp)
     if cfg.beta != 0:
-        delta = torch.where(mask == 0, 0.0, ref_logp - logp)
+        delta = torch.where(mask == 0, 0.0, ref_logp - logp).clamp(-20, 20)  # exp() can't overflow
         kl = torch.exp(delta) - delta - 1
         term = term + cfg.beta * kl
     n_tokens = mask.sum().clamp(min=1)

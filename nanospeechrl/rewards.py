@@ -9,6 +9,7 @@ used by evaluation too), so a reward is exactly the metric it stands for.
 `score()` runs them all and returns the weighted sum plus each reward on its own (logged
 as rewards/<name>).
 """
+import math
 from collections import Counter
 
 import jiwer
@@ -94,7 +95,9 @@ def parse_rewards(spec):
         try:
             weights[name] = float(w) if w else 1.0
         except ValueError:
-            raise ValueError(f"reward weight {w!r} for {name!r} is not a number (write name:weight)") from None
+            weights[name] = math.nan
+        if not math.isfinite(weights[name]):
+            raise ValueError(f"reward weight {w!r} for {name!r} is not a finite number (write name:weight)")
     if not weights:
         raise ValueError(f"no reward in {spec!r}; choose from {', '.join(REWARDS)}")
     return weights

@@ -124,8 +124,9 @@ def test_parse_rewards():
     assert "wrong" in str(e.value)
     for name in R.REWARDS:
         assert name in str(e.value)
-    with pytest.raises(ValueError, match="not a number"):
-        R.parse_rewards("wer:abc")
+    for bad in ("wer:abc", "wer:nan", "wer:inf"):
+        with pytest.raises(ValueError, match="not a finite number"):
+            R.parse_rewards(bad)
     with pytest.raises(ValueError):
         R.parse_rewards("")
 

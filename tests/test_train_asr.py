@@ -83,7 +83,7 @@ def test_train_both_stages(full_run):
     assert compare[0]["low"] <= compare[0]["wer_diff"] <= compare[0]["high"]
     assert "dev" in r.stdout and "WER" in r.stdout
     assert "== sft (" in r.stdout and "== grpo (" in r.stdout and "WER(grpo) - WER(sft) =" in r.stdout
-    assert "stage2: 6 RL utterances (--rl-data all)" in r.stdout
+    assert "stage2: 6 RL utterances (--rl-data hard)" in r.stdout
 
 
 def test_resume_when_done_does_not_retrain(corpus, full_run):
