@@ -9,6 +9,7 @@ cursor, RNGs and the augmentation generator all come back from the checkpoint.
 `cfg` is the script's config: any object with out, lr, resume, seed, batch_frames,
 log_every, ckpt_every and eval_batch.
 """
+import itertools
 import math
 import os
 import time
@@ -92,7 +93,8 @@ def train_stage(name, model, loss_fn, feats, steps, cfg, device, ckpt_config, to
         print(f"{name}: resuming at step {step}")
     model.train()
     batches = batches_forever([len(f) for f in feats], cfg, cursor)
-    bar = tqdm(range(step, steps), desc=name, initial=step, total=None if seconds else steps)
+    bar = tqdm(itertools.count(step) if seconds else range(step, steps), desc=name, initial=step,
+               total=None if seconds else steps)
     t0 = time.time() - elapsed
     for step in bar:
         for group in opt.param_groups:
