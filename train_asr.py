@@ -204,7 +204,7 @@ def grpo_stage(model, tokenizer, examples, feats, cfg, gcfg, device, ckpt_config
         step, cursor, elapsed = state["step"], state["cursor"], state["elapsed"]
         restore_rng(state)
         gen.set_state(torch.tensor(state["rollout_rng"], dtype=torch.uint8))
-        print(f"stage2: resuming at step {step}" if step < cfg.rl_steps else "stage2: already done, skipping")
+        print(f"stage2: resuming at step {step}")  # (main skips a stage 2 that is already done)
     model.eval()  # dropout off: pi_old, pi_theta and pi_ref must each be one fixed function
     reference.eval()
     G = gcfg.num_generations
