@@ -3,6 +3,8 @@ Use a trained speech LLM from the command line.
 
     python sample.py transcribe --ckpt out/asr/stage1 a.wav b.flac
     python sample.py transcribe --ckpt out/asr/stage1 --temperature 0.7 --top-p 0.9 --seed 1 a.wav
+    python sample.py answer --ckpt out/asr/stage2 --question "Where does Anna live?" passage.wav
+    python sample.py translate --ckpt out/asr/stage2 english.wav        # -> Spanish text
 
 Prints one line per input file on stdout, "<path>\\t<output>", in the order given. A file that
 cannot be used (unreadable, empty, longer than the encoder accepts) prints
@@ -17,6 +19,7 @@ from nanospeechrl import audio
 from nanospeechrl.data import collate
 from nanospeechrl.devices import pick_device
 from nanospeechrl.encoder import FRAMES_PER_SECOND
+from nanospeechrl.checkpoint import read_config
 from nanospeechrl.speechlm import load_speechlm
 
 
@@ -44,6 +47,10 @@ def speech_to_text(args, task, prompt=""):
         print(f"error: {e}", file=sys.stderr)
         return 1
     model.to(device)
+    budget = read_config(args.ckpt)["train"].get("max_prompt_tokens", 48) - 1  # the task token is one
+    if len(tokenizer.encode(prompt)) > budget:  # what training did with long questions: cut, and say so
+        print(f"warning: the prompt is longer than this model's {budget} prompt tokens; truncated", file=sys.stderr)
+        prompt = tokenizer.decode(tokenizer.encode(prompt)[:budget])
     feats = read_features(args.audio, model.encoder.config.max_frames)
     generator = torch.Generator(device).manual_seed(args.seed)  # sampling only; greedy ignores it
     for start in range(0, len(feats), args.batch_size):
@@ -59,6 +66,17 @@ def speech_to_text(args, task, prompt=""):
 
 def transcribe(args):
     return speech_to_text(args, task="asr")
+
+
+def answer(args):
+    if not args.question.strip():
+        print("error: --question is empty", file=sys.stderr)
+        return 1
+    return speech_to_text(args, task="sqa", prompt=args.question)
+
+
+def translate(args):
+    return speech_to_text(args, task="ast")
 
 
 def add_common(parser):
@@ -81,6 +99,13 @@ def main(argv=None):
     p = commands.add_parser("transcribe", help="speech -> text (ASR)")
     add_common(p)
     p.set_defaults(run=transcribe)
+    p = commands.add_parser("answer", help="spoken QA: answer a question about each audio file")
+    add_common(p)
+    p.add_argument("--question", required=True, help="the question, asked of every file")
+    p.set_defaults(run=answer)
+    p = commands.add_parser("translate", help="speech translation: English speech -> Spanish text")
+    add_common(p)
+    p.set_defaults(run=translate)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -1,7 +1,9 @@
 """
-Train a speech recognizer from scratch, then evaluate it.
+Train a speech recognizer (or spoken-QA / speech-translation model) from scratch, then evaluate it.
 
     python train_asr.py                                   # tiny preset, built-in corpus, CPU
+    python train_asr.py --task mix                        # ASR + spoken QA + speech translation
+    python train_asr.py --task mix --stages 2 --off-policy reference   # + mixed-policy GRPO
     python train_asr.py --preset small --device cuda      # one GPU
     python train_asr.py --data train.jsonl --eval dev=dev.jsonl
     python train_asr.py --data LibriSpeech/train-clean-100 --eval dev=LibriSpeech/dev-clean
@@ -11,11 +13,14 @@ Stage 1:  SFT of the speech LLM, encoder from stage 0 (frozen by default, its ou
           once): cross-entropy on the target text given [audio embeddings][task token].
 Stage 2:  GRPO from the SFT model: G sampled transcripts per utterance, rule-based rewards,
           group advantages, clipped policy loss with a KL to the frozen SFT model.
+          With --off-policy reference (mixed-policy GRPO) it writes <out>/stage2-mixed instead.
 Stage 1b: the control for stage 2: SFT continued for the wall time stage 2 took.
     python train_asr.py --stages 1b     # after a run with stage 2: the equal-time SFT row
+Tasks (--task): asr (transcribe), sqa (answer a question about the audio), ast (translate
+English speech to Spanish text), mix (all three). Each built-in task has its own corpus.
 Each stage checkpoints to <out>/stage<k> (atomic) and `--resume` continues where a run
 stopped. Metrics go to <out>/metrics.jsonl, one JSON object per logged step. At the end,
-every finished model (stage1, stage1b, stage2) is evaluated, with paired-bootstrap
+every finished model (stage1, stage1b, stage2, stage2-mixed) is evaluated, with paired-bootstrap
 intervals for the WER differences.
 """
 import argparse
@@ -24,6 +29,7 @@ import json
 import os
 import random
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -31,7 +37,7 @@ from tqdm import tqdm
 
 from nanospeechrl import data, rewards
 from nanospeechrl.audio import AudioError
-from nanospeechrl.builtin import SPLITS, CorpusConfig, build_corpus
+from nanospeechrl.builtin import TASK_SPLITS, CorpusConfig, build_corpus
 from nanospeechrl.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from nanospeechrl.corpus import normalize
 from nanospeechrl.devices import Phases, pick_device
@@ -40,7 +46,7 @@ from nanospeechrl.evaluate import evaluate_ctc, evaluate_models
 from nanospeechrl.grpo import GRPOConfig, completion_mask, group_advantages, policy_loss, with_reference_rows
 from nanospeechrl.llm import LLM, LLMConfig
 from nanospeechrl.rldata import hard_examples, joined_examples
-from nanospeechrl.speechlm import ProjectorConfig, SpeechLM
+from nanospeechrl.speechlm import ProjectorConfig, SpeechLM, prompt_ids
 from nanospeechrl.tokenizer import Tokenizer
 from nanospeechrl.trainer import autocast, batches_forever, encode_all, to_batch, train_stage
 
@@ -48,6 +54,7 @@ from nanospeechrl.trainer import autocast, batches_forever, encode_all, to_batch
 @dataclass
 class TrainConfig:
     preset: str = "tiny"  # tiny (CPU, minutes) or small (one GPU)
+    task: str = "asr"  # asr | sqa (spoken QA) | ast (speech translation) | mix (all three): the built-in corpora
     data: str = "builtin"  # "builtin", a JSONL manifest, or a LibriSpeech-style directory
     eval: str = ""  # extra eval sets: name=spec,name=spec (built-in: dev,test,test_accent,test_long)
     out: str = "out/asr"  # checkpoints, tokenizer and metrics.jsonl
@@ -56,7 +63,10 @@ class TrainConfig:
     stages: str = "0,1,2"  # which stages to run: 0, 1, 2, and 1b (equal-time SFT control for 2)
     resume: bool = False  # continue from the checkpoints in --out
     skip_bad: bool = False  # skip (and count) bad manifest lines / audio instead of failing
-    n_train: int = 12000  # built-in corpus: training utterances
+    n_train: int = 12000  # built-in corpus: asr training utterances
+    n_sqa: int = 3000  # built-in corpus: spoken-QA training items (passage, question, answer)
+    n_ast: int = 4000  # built-in corpus: speech-translation training pairs
+    max_prompt_tokens: int = 48  # task token + prompt (question) tokens; longer ones are cut, and counted
     vocab_size: int = 384  # BPE vocabulary (text tokens + specials)
     # model
     d_model: int = 144  # encoder width
@@ -76,7 +86,7 @@ class TrainConfig:
     rl_steps: int = 150  # GRPO steps
     rl_lr: float = 2e-5  # constant learning rate of stage 2
     rl_batch: int = 32  # completions per step: (utterances per step) * num_generations
-    reward: str = "wer:1,hallucination:1"  # name:weight,... from rewards.REWARDS
+    reward: str = ""  # name:weight,... from rewards.REWARDS; empty: each task's rewards.TASK_REWARDS
     rl_data: str = "hard"  # hard (the SFT model errs or its samples disagree) | all | long (3 utterances joined)
     rl_pool: int = 1000  # --rl-data hard: training utterances screened
     rl_ckpt_every: int = 25  # stage 2 steps between checkpoints
@@ -94,6 +104,11 @@ PRESETS = {
                   ctc_steps=20000, sft_steps=20000, lr=1e-3, batch_frames=40000, n_train=40000, eval_batch=64,
                   spec_augment=True, rl_steps=1000, rl_batch=128, num_generations=8),
 }
+TASKS = {"asr": ["asr"], "sqa": ["sqa"], "ast": ["ast"], "mix": ["asr", "sqa", "ast"]}
+UNDERSTANDING = dict(rl_data="all", loss_type="dapo", beta=0.02)  # GRPO as in arXiv 2509.16990 (SEEDS.md B)
+TASK_DEFAULTS = {  # overrides per --task, applied before the preset's and the command line's
+    "sqa": UNDERSTANDING, "ast": UNDERSTANDING, "mix": dict(n_train=4000, n_sqa=2000, n_ast=3000, **UNDERSTANDING),
+}
 RL_DATA = ("all", "hard", "long")
 
 
@@ -107,10 +122,12 @@ def parse_args(argv=None):
         else:
             parser.add_argument(flag, type=type(f.default), default=None)
     args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
-    preset = args.get("preset", "tiny")
+    preset, task = args.get("preset", "tiny"), args.get("task", "asr")
     if preset not in PRESETS:
         parser.error(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
-    args = {**PRESETS[preset], **args}
+    if task not in TASKS:
+        parser.error(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+    args = {**TASK_DEFAULTS.get(task, {}), **PRESETS[preset], **args}
     split = [{f.name: args[f.name] for f in fields(c) if f.name in args} for c in (TrainConfig, GRPOConfig)]
     try:
         cfg, gcfg = TrainConfig(**split[0]), GRPOConfig(**split[1])
@@ -127,16 +144,26 @@ def parse_args(argv=None):
         if cfg.rl_data not in RL_DATA:
             parser.error(f"--rl-data {cfg.rl_data!r}: choose from {', '.join(RL_DATA)}")
         try:
-            rewards.parse_rewards(cfg.reward)
+            task_rewards(cfg)
         except ValueError as e:
             parser.error(str(e))
     if ("2" in stages or "1b" in stages) and "1" not in stages and not done(cfg.out, "stage1"):
         parser.error(f"stages 2 and 1b start from the SFT checkpoint {os.path.join(cfg.out, 'stage1')}, which "
                      f"is missing or unfinished: run stage 1 first (--stages 0,1,2) or point --out at a finished run")
-    if "1b" in stages and "2" not in stages and not done(cfg.out, "stage2"):
+    if "1b" in stages and "2" not in stages and not done(cfg.out, rl_stage(gcfg)):
         parser.error("stage 1b runs SFT for the wall time stage 2 took, so it needs a finished stage 2: "
                      "use --stages 2,1b (or --resume --stages 2,1b if stage 2 was stopped)")
     return cfg, gcfg
+
+
+def task_rewards(cfg):
+    """{task: {reward name: weight}}: --reward for every task, or each task's default."""
+    return {task: rewards.parse_rewards(cfg.reward or rewards.TASK_REWARDS[task]) for task in rewards.TASK_REWARDS}
+
+
+def rl_stage(gcfg):
+    """Stage 2's checkpoint name: mixed-policy GRPO gets its own, next to the on-policy one."""
+    return "stage2" if gcfg.off_policy == "none" else "stage2-mixed"
 
 
 def saved_state(out, stage):
@@ -158,18 +185,29 @@ def done(out, stage):
 def load_data(cfg):
     """-> (train examples, {eval name: examples}, skipped Counter)."""
     if cfg.data == "builtin":
-        root = build_corpus(CorpusConfig(seed=cfg.seed, n_train=cfg.n_train))
-        specs = {split: os.path.join(root, f"{split}.jsonl") for split in SPLITS}
-        train_spec = specs.pop("train")
+        sizes = {"asr": cfg.n_train, "sqa": cfg.n_sqa, "ast": cfg.n_ast}
+        train_spec, specs = [], {}
+        for task in TASKS[cfg.task]:
+            root = build_corpus(CorpusConfig(task=task, seed=cfg.seed, n_train=sizes[task]))
+            train_spec.append(os.path.join(root, "train.jsonl"))
+            for split in TASK_SPLITS[task][1:]:
+                if cfg.task != "mix":
+                    specs[split] = os.path.join(root, f"{split}.jsonl")
+                elif split in ("test", "test_accent"):  # mix: the test sets only, to keep the run short
+                    specs[f"{task}/{split}"] = os.path.join(root, f"{split}.jsonl")
     else:
-        train_spec, specs = cfg.data, {}
+        train_spec, specs = [cfg.data], {}
     for item in filter(None, cfg.eval.split(",")):
         name, _, spec = item.partition("=")
         if not spec:
             raise SystemExit(f"--eval expects name=path items, got {item!r}")
         specs[name] = spec
     # Empty transcripts in training data are skipped and counted; other bad lines need --skip-bad.
-    train, skipped = data.load_examples(train_spec, skip_bad=cfg.skip_bad, skip_empty=True)
+    train, skipped = [], Counter()
+    for spec in train_spec:
+        examples, bad = data.load_examples(spec, skip_bad=cfg.skip_bad, skip_empty=True)
+        train += examples
+        skipped.update(bad)
     evals = {}
     for name, spec in specs.items():
         evals[name], eval_skipped = data.load_examples(spec, skip_bad=cfg.skip_bad)
@@ -189,8 +227,8 @@ def grpo_stage(model, tokenizer, examples, feats, cfg, gcfg, device, ckpt_config
     encode (the frozen encoder, once per step) -> rollout (G completions per utterance) ->
     reward -> reference (log-probs under the frozen SFT model) -> update (num_iterations
     clipped policy-gradient steps on the projector and LLM)."""
-    path = os.path.join(cfg.out, "stage2")
-    weights = rewards.parse_rewards(cfg.reward)
+    path = os.path.join(cfg.out, rl_stage(gcfg))
+    weights = task_rewards(cfg)
     model.encoder.requires_grad_(False)  # frozen, and run once per step for policy and reference alike
     reference = copy.deepcopy(model).requires_grad_(False)  # the SFT model's projector and LLM, frozen
     del reference.encoder
@@ -204,17 +242,17 @@ def grpo_stage(model, tokenizer, examples, feats, cfg, gcfg, device, ckpt_config
         step, cursor, elapsed = state["step"], state["cursor"], state["elapsed"]
         restore_rng(state)
         gen.set_state(torch.tensor(state["rollout_rng"], dtype=torch.uint8))
-        print(f"stage2: resuming at step {step}")  # (main skips a stage 2 that is already done)
+        print(f"{rl_stage(gcfg)}: resuming at step {step}")  # (main skips a stage 2 that is already done)
     model.eval()  # dropout off: pi_old, pi_theta and pi_ref must each be one fixed function
     reference.eval()
     G = gcfg.num_generations
     n_sampled = G - (gcfg.off_policy != "none")
-    prompts = [[tokenizer.task_id(ex.task)] + tokenizer.encode(ex.prompt) for ex in examples]
+    prompts = [prompt_ids(tokenizer, ex, cfg.max_prompt_tokens)[0] for ex in examples]
     targets = [(tokenizer.encode(ex.text) + [tokenizer.eos_id])[:gcfg.max_new_tokens] for ex in examples]
     batches = batches_forever([len(f) for f in feats], cfg, cursor, batch_size=cfg.rl_batch // G)
     sampling = dict(temperature=gcfg.temperature, top_k=gcfg.top_k, top_p=gcfg.top_p, generator=gen)
     t0 = time.time() - elapsed
-    for step in tqdm(range(step, cfg.rl_steps), desc="stage2", initial=step, total=cfg.rl_steps):
+    for step in tqdm(range(step, cfg.rl_steps), desc=rl_stage(gcfg), initial=step, total=cfg.rl_steps):
         idx = next(batches)
         P = [prompts[i] for i in idx]
         phases.stats.clear()
@@ -227,13 +265,14 @@ def grpo_stage(model, tokenizer, examples, feats, cfg, gcfg, device, ckpt_config
             tokens, lengths, off = with_reference_rows(roll, [targets[i] for i in idx], G)
         with phases("reward"):
             hyps = [tokenizer.decode(t[:n]) for t, n in zip(tokens.tolist(), lengths.tolist())]
-            total, parts = rewards.score(weights, hyps, [examples[i].text for i in idx for _ in range(G)])
+            exs = [examples[i] for i in idx for _ in range(G)]
+            total, parts = rewards.score_tasks(weights, hyps, [ex.text for ex in exs], [ex.task for ex in exs])
             R = torch.tensor(total).view(len(idx), G)
             adv = group_advantages(R, gcfg.scale_rewards).flatten().to(device)
             mask, truncated = completion_mask(tokens, lengths, tokenizer.eos_id, gcfg)
             tied = (R.max(dim=1).values - R.min(dim=1).values) <= 1e-6  # all rewards equal: no signal
             keep = ~tied if gcfg.filter_zero_std else torch.ones_like(tied)
-        row = {"stage": "stage2", "step": step, **rollout_stats(R, parts, tied, off, roll, lengths, truncated)}
+        row = {"stage": rl_stage(gcfg), "step": step, **rollout_stats(R, parts, tied, off, roll, lengths, truncated)}
         rows = keep.repeat_interleave(G).to(device)  # the completions of the groups kept
         if mask[rows].sum() > 0:  # else nothing in this batch to learn from
             L = int(lengths[rows].max())  # no forward over padding past the longest completion
@@ -251,7 +290,7 @@ def grpo_stage(model, tokenizer, examples, feats, cfg, gcfg, device, ckpt_config
         row.update(phases.stats, time=time.time() - t0)
         log(row)
         if bad >= 3:
-            raise SystemExit(f"stage2: {bad} non-finite losses or gradients in a row (step {step}); their updates "
+            raise SystemExit(f"{rl_stage(gcfg)}: {bad} non-finite losses or gradients in a row (step {step}); their updates "
                              f"were skipped. Last good checkpoint: {path}. Try a lower --rl-lr or --beta.")
         if (step + 1) % cfg.rl_ckpt_every == 0 or step == cfg.rl_steps - 1:
             state = {"step": step + 1, "cursor": cursor, "done": step == cfg.rl_steps - 1,
@@ -290,11 +329,17 @@ def grpo_update(model, policy, opt, batch, ref_logp, adv, mask, off, gcfg, devic
 
 def rollout_stats(R, parts, tied, off, roll, lengths, truncated):
     """What a stage-2 row says about the rollouts. Rewards and lengths over the sampled
-    completions (an off-policy reference row is left out); reward_std over whole groups."""
+    completions (an off-policy reference row is left out; so are rows a reward does not
+    score, as in --task mix); reward_std over whole groups."""
     on = ~off.cpu()
+
+    def mean(values):
+        kept = [v for v, o in zip(values, on.tolist()) if o and v is not None]
+        return sum(kept) / max(1, len(kept))
+
     return {"reward": R.flatten()[on].mean().item(), "reward_std": R.std(dim=1).mean().item(),
             "frac_reward_zero_std": tied.float().mean().item(),
-            **{f"rewards/{k}": torch.tensor(v)[on].mean().item() for k, v in parts.items()},
+            **{f"rewards/{k}": mean(v) for k, v in parts.items()},
             # -mean log-prob of the sampled tokens: a Monte-Carlo estimate of the per-token entropy
             "entropy": -(roll.logprobs.sum() / roll.lengths.sum()).item(),
             "completions/mean_length": lengths.cpu()[on].float().mean().item(),
@@ -337,22 +382,27 @@ def main(argv=None):
     if os.path.exists(tok_path) and (cfg.resume or not {"0", "1"} & set(stages)):
         tokenizer = Tokenizer.load(tok_path)
     else:
-        tokenizer = Tokenizer.train([ex.text for ex in train], vocab_size=cfg.vocab_size)
+        tokenizer = Tokenizer.train([ex.text for ex in train] + [ex.prompt for ex in train if ex.prompt],
+                                    vocab_size=cfg.vocab_size)
         tokenizer.save(tok_path)
     gen = torch.Generator().manual_seed(cfg.seed)
 
-    # Stage 0: CTC pretraining of the encoder
+    # Stage 0: CTC pretraining of the encoder, on the utterances whose spoken words we know
     ctc = torch.nn.ModuleDict({"encoder": Encoder(enc_cfg), "head": CTCHead(enc_cfg)}).to(device)
-    labels = [ctc_labels(normalize(ex.text)) for ex in train]
+    spoken = [i for i, ex in enumerate(train) if ex.spoken]
+    ctc_feats, labels = [feats[i] for i in spoken], [ctc_labels(normalize(train[i].spoken)) for i in spoken]
 
     def ctc_step(idx):
-        b = to_batch(feats, idx, device, cfg.spec_augment, gen, [labels[i] for i in idx])
+        b = to_batch(ctc_feats, idx, device, cfg.spec_augment, gen, [labels[i] for i in idx])
         hidden, out_lens = ctc["encoder"](b["feats"], b["feat_lens"])
         return ctc_loss(ctc["head"](hidden), out_lens, b["tokens"], b["token_lens"])
 
     ckpt_config = {"train": asdict(cfg), "encoder": asdict(enc_cfg)}
     if "0" in stages:
-        train_stage("stage0", ctc, ctc_step, feats, cfg.ctc_steps, cfg, device, ckpt_config, tokenizer, log, gen)
+        if not spoken:
+            raise SystemExit("stage 0 (CTC) needs utterances with known words: asr rows, or a 'transcript' field")
+        train_stage("stage0", ctc, ctc_step, ctc_feats, cfg.ctc_steps, cfg, device, ckpt_config, tokenizer, log,
+                    gen)
         evaluate_ctc(ctc["encoder"], ctc["head"], *next(iter(evals.values())), cfg.eval_batch, device, log)
 
     # Stage 1: SFT of the speech LLM (and stage 1b, the same loss continued at the final lr)
@@ -361,7 +411,12 @@ def main(argv=None):
     ckpt_config = {"train": asdict(cfg), "grpo": asdict(gcfg), "encoder": asdict(enc_cfg), "llm": asdict(llm_cfg),
                    "projector": {"stack": cfg.stack}}
     targets = [tokenizer.encode(ex.text) + [tokenizer.eos_id] for ex in train]
-    prompts = [[tokenizer.task_id(ex.task)] + tokenizer.encode(ex.prompt) for ex in train]
+    prompts = [prompt_ids(tokenizer, ex, cfg.max_prompt_tokens)[0] for ex in train]
+    for name, examples in [("train", train)] + [(k, v[0]) for k, v in evals.items()]:
+        n_cut = sum(prompt_ids(tokenizer, ex, cfg.max_prompt_tokens)[1] for ex in examples)
+        if n_cut:
+            print(f"warning: {n_cut} prompts in {name} are longer than --max-prompt-tokens "
+                  f"{cfg.max_prompt_tokens} and were truncated")
 
     def sft(name, init, steps, **kw):
         model = SpeechLM(enc_cfg, LLM(llm_cfg), ProjectorConfig(cfg.stack)).to(device)
@@ -393,8 +448,8 @@ def main(argv=None):
         sft("stage1", "stage0", cfg.sft_steps)
 
     # Stage 2: GRPO from the SFT model
-    if "2" in stages and cfg.resume and saved_state(cfg.out, "stage2").get("step", 0) >= cfg.rl_steps:
-        print("stage2: already done, skipping")
+    if "2" in stages and cfg.resume and saved_state(cfg.out, rl_stage(gcfg)).get("step", 0) >= cfg.rl_steps:
+        print(f"{rl_stage(gcfg)}: already done, skipping")
     elif "2" in stages:
         model = SpeechLM(enc_cfg, LLM(llm_cfg), ProjectorConfig(cfg.stack)).to(device)
         load_checkpoint(os.path.join(cfg.out, "stage1"), model)
@@ -403,24 +458,25 @@ def main(argv=None):
         if cfg.rl_data == "long":
             rl_train, rl_feats = joined_examples(train, feats, 3, enc_cfg.max_frames, cfg.seed)
         elif cfg.rl_data == "hard":
-            rl_train, rl_feats = hard_examples(model, tokenizer, train, feats, cfg.rl_pool, cfg.eval_batch,
+            rl_train, rl_feats = hard_examples(model, tokenizer, train, feats, prompts, cfg.rl_pool, cfg.eval_batch,
                                                gcfg.max_new_tokens, gcfg.temperature, cfg.seed, device)
-        print(f"stage2: {len(rl_train)} RL utterances (--rl-data {cfg.rl_data})")
+        print(f"{rl_stage(gcfg)}: {len(rl_train)} RL utterances (--rl-data {cfg.rl_data})")
         if not rl_train:
-            raise SystemExit(f"stage2: no RL utterances with --rl-data {cfg.rl_data}; try --rl-data all")
+            raise SystemExit(f"{rl_stage(gcfg)}: no RL utterances with --rl-data {cfg.rl_data}; try --rl-data all")
         grpo_stage(model, tokenizer, rl_train, rl_feats, cfg, gcfg, device, ckpt_config, log, time.time() - t_setup)
 
     # Stage 1b: the equal-time control for stage 2
     if "1b" in stages:
-        seconds = saved_state(cfg.out, "stage2")["elapsed"]
+        seconds = saved_state(cfg.out, rl_stage(gcfg))["elapsed"]
         print(f"stage1b: SFT from stage1 for {seconds:.0f} s, the wall time stage 2 took")
         sft("stage1b", "stage1", 10 ** 9, lr_fn=lambda step: 0.1 * cfg.lr, seconds=seconds)
 
     # Every finished model, the equal-time SFT control (if run) as the baseline to beat
     models = [(name, os.path.join(cfg.out, stage)) for name, stage in
-              (("sft+", "stage1b"), ("sft", "stage1"), ("grpo", "stage2")) if done(cfg.out, stage)]
+              (("sft+", "stage1b"), ("sft", "stage1"), ("grpo", "stage2"), ("grpo-mixed", "stage2-mixed"))
+              if done(cfg.out, stage)]
     if models and cfg.evaluate:
-        evaluate_models(models, evals, device, cfg.eval_batch, cfg.eval_max_tokens, log)
+        evaluate_models(models, evals, device, cfg.eval_batch, cfg.eval_max_tokens, log, cfg.max_prompt_tokens)
 
 
 if __name__ == "__main__":

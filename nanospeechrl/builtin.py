@@ -1,14 +1,16 @@
 """
-The built-in speech corpus: text from corpus.py spoken by eSpeak NG voices (synth.py),
-with random rate, pitch, gain and background noise, written as JSONL manifests + 16-bit WAV files.
+The built-in speech corpus: text from corpus.py (asr) or tasks.py (sqa, ast) spoken by eSpeak NG
+voices (synth.py), with random rate, pitch, gain and background noise, written as JSONL
+manifests + 16-bit WAV files.
 
-    root = build_corpus(CorpusConfig())   # data/builtin-<hash>/{train,dev,...}.jsonl
+    root = build_corpus(CorpusConfig())             # data/builtin-<hash>/{train,dev,...}.jsonl
+    root = build_corpus(CorpusConfig(task="sqa"))   # spoken QA: passage audio, question prompt, answer
 
 Splits (voice = "<accent>+<variant>", see synth.py):
     train        training accents x training variants
     dev, test    training accents x held-out variants   (voices never seen in training)
     test_accent  the held-out accent x training variants (an accent never seen in training)
-    test_long    like test, 20-30 s passages of several sentences (where speech LLMs hallucinate)
+    test_long    like test, 20-30 s passages of several sentences (asr only; where speech LLMs hallucinate)
 No sentence of a dev/test split occurs in train (corpus.split_texts guarantees it).
 The directory name holds a hash of the config: the same config reuses the built corpus.
 """
@@ -24,16 +26,18 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from nanospeechrl import synth
+from nanospeechrl import synth, tasks
 from nanospeechrl.audio import SAMPLE_RATE, save
 from nanospeechrl.corpus import split_texts
 
 SPLITS = ["train", "dev", "test", "test_accent", "test_long"]
+TASK_SPLITS = {"asr": SPLITS, "sqa": SPLITS[:4], "ast": SPLITS[:4]}
 CORPUS_VERSION = 2  # bump when the rendering below changes, so old corpora are not reused
 
 
 @dataclass
 class CorpusConfig:
+    task: str = "asr"                  # asr, sqa (spoken QA) or ast (speech translation, English -> Spanish)
     seed: int = 0                      # everything (texts, voices, noise) is deterministic in it
     n_train: int = 4000                # utterances per split ...
     n_dev: int = 200
@@ -65,24 +69,35 @@ def corpus_dir(cfg, root="data"):
     return os.path.join(root, "builtin-" + hashlib.sha1(key.encode()).hexdigest()[:10])
 
 
-def _jobs(cfg):
-    """One render job (text, voice, prosody, noise) per utterance, per split."""
+def _items(cfg):
+    """{split: [{"text": target, "prompt": ..., "transcript": the words spoken if not text}]}."""
+    if cfg.task not in TASK_SPLITS:
+        raise ValueError(f"unknown corpus task {cfg.task!r}; choose from {', '.join(TASK_SPLITS)}")
+    if cfg.task != "asr":
+        return tasks.split_task_texts(cfg.task, cfg.seed, cfg.n_train, cfg.n_dev, cfg.n_test, cfg.n_test_accent)
     texts = split_texts(cfg.seed, cfg.n_train, cfg.n_dev, cfg.n_test, cfg.n_test_accent, cfg.n_test_long)
+    return {split: [{"text": t} for t in texts[split]] for split in SPLITS}
+
+
+def _jobs(cfg):
+    """One render job (row fields, voice, prosody, noise) per utterance, per split."""
+    items = _items(cfg)
     train_vars, heldout_vars, accents = voice_pools(cfg)
     pools = {"train": (accents, train_vars), "dev": (accents, heldout_vars), "test": (accents, heldout_vars),
              "test_accent": ([cfg.test_accent], train_vars), "test_long": (accents, heldout_vars)}
     jobs = {}
-    for split in SPLITS:
+    for split in TASK_SPLITS[cfg.task]:
         rng = random.Random(f"{cfg.seed}-{split}")  # a split's voices don't depend on other splits' sizes
         split_accents, split_vars = pools[split]
         jobs[split] = [dict(
-            text=text, path=f"audio/{split}/{i:06d}.wav",
+            row={k: v for k, v in item.items() if v}, text=item.get("transcript") or item["text"],
+            path=f"audio/{split}/{i:06d}.wav",
             voice=f"{rng.choice(split_accents)}+{rng.choice(split_vars)}",
             rate=rng.randint(*cfg.rate), pitch=rng.randint(*cfg.pitch),
             gain_db=rng.uniform(*cfg.gain_db), snr_db=rng.uniform(*cfg.snr_db),
             noise_seed=rng.getrandbits(32), noise_color=rng.choice(["white", "pink", "brown"]),
             seconds=cfg.long_seconds if split == "test_long" else None,
-        ) for i, text in enumerate(texts[split])]
+        ) for i, item in enumerate(items[split])]
     return jobs
 
 
@@ -127,22 +142,22 @@ def build_corpus(cfg=CorpusConfig(), root="data", processes=None, verbose=True):
     tmp = out + f".tmp-{os.getpid()}"
     t0 = time.time()
     jobs = _jobs(cfg)
-    for split in SPLITS:
+    for split in jobs:
         os.makedirs(os.path.join(tmp, "audio", split), exist_ok=True)
         for job in jobs[split]:
             job["out"] = os.path.join(tmp, job["path"])
-    flat = [job for split in SPLITS for job in jobs[split]]
+    flat = [job for split in jobs for job in jobs[split]]
     if verbose:
         print(f"building the built-in corpus in {out}: {len(flat)} utterances ...", flush=True)
     durations = synth.parallel_map(_render, flat, processes)
     for job, seconds in zip(flat, durations):
         job["duration"] = round(seconds, 3)
-    for split in SPLITS:
-        with open(os.path.join(tmp, f"{split}.jsonl"), "w") as f:
+    for split in jobs:
+        with open(os.path.join(tmp, f"{split}.jsonl"), "w", encoding="utf-8") as f:
             for job in jobs[split]:
-                row = {"audio": job["path"], "text": job["text"], "task": "asr",
-                       "speaker": job["voice"], "duration": job["duration"]}
-                f.write(json.dumps(row) + "\n")
+                row = {"audio": job["path"], **job["row"], "task": cfg.task, "speaker": job["voice"],
+                       "duration": job["duration"]}
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
     hours = sum(durations) / 3600
     with open(os.path.join(tmp, "config.json"), "w") as f:  # written last: marks a complete corpus
         json.dump({"version": CORPUS_VERSION, **asdict(cfg), "hours": round(hours, 3)}, f, indent=1)

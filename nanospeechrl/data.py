@@ -19,7 +19,7 @@ from torch.nn.utils.rnn import pad_sequence
 from nanospeechrl import audio
 from nanospeechrl.tokenizer import TASKS
 
-KNOWN_FIELDS = ("audio", "text", "task", "prompt", "speaker", "duration")
+KNOWN_FIELDS = ("audio", "text", "task", "prompt", "transcript", "speaker", "duration")
 
 
 class DataError(ValueError):
@@ -32,10 +32,16 @@ class Example:
     text: str  # target text: transcript, answer or translation
     task: str = "asr"  # one of tokenizer.TASKS
     prompt: str = ""  # task prompt, e.g. the question for sqa
+    transcript: str = ""  # the words spoken, when text is not (sqa, ast): stage 0's CTC target
     speaker: str = ""  # speaker id (for speaker-disjoint splits and TTS)
     duration: float | None = None  # seconds, when the manifest says so
     source: str = ""  # "file:line" it was read from, for error messages
     extra: dict = field(default_factory=dict)  # other manifest fields, written back by write_manifest
+
+    @property
+    def spoken(self) -> str:
+        """The words spoken in the audio ('' when unknown): the transcript, or an asr example's text."""
+        return self.transcript or (self.text if self.task == "asr" else "")
 
 
 class _BadLine(Exception):
@@ -87,7 +93,7 @@ def read_manifest(path, skip_bad=False, check_audio_exists=True, skip_empty=Fals
         for key in ("audio", "text"):
             if key not in row:
                 raise _BadLine("missing_field", f"missing field {key!r}")
-        for key in ("audio", "text", "task", "prompt"):
+        for key in ("audio", "text", "task", "prompt", "transcript"):
             if key in row and not isinstance(row[key], str):
                 raise _BadLine("bad_field", f"field {key!r} must be a string, got {type(row[key]).__name__}")
         if not row["text"].strip():
@@ -95,6 +101,8 @@ def read_manifest(path, skip_bad=False, check_audio_exists=True, skip_empty=Fals
         task = row.get("task", "asr")
         if task not in TASKS:
             raise _BadLine("bad_field", f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+        if task == "sqa" and not row.get("prompt", "").strip():
+            raise _BadLine("missing_field", "task 'sqa' needs a 'prompt' (the question about the audio)")
         duration = row.get("duration")
         if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))):
             raise _BadLine("bad_field", f"field 'duration' must be a number of seconds, got {duration!r}")
@@ -102,6 +110,7 @@ def read_manifest(path, skip_bad=False, check_audio_exists=True, skip_empty=Fals
         if check_audio_exists and not os.path.isfile(wav):
             raise _BadLine("missing_audio", f"audio file not found: {wav}")
         return Example(audio=wav, text=row["text"], task=task, prompt=row.get("prompt", ""),
+                       transcript=row.get("transcript", ""),
                        speaker=str(row.get("speaker", "")),  # numeric ids (LibriSpeech-style) become strings
                        duration=None if duration is None else float(duration), source=source,
                        extra={k: v for k, v in row.items() if k not in KNOWN_FIELDS})
@@ -119,6 +128,8 @@ def write_manifest(path, examples) -> None:
         row = {"audio": os.path.relpath(ex.audio, base), "text": ex.text, "task": ex.task}
         if ex.prompt:
             row["prompt"] = ex.prompt
+        if ex.transcript:
+            row["transcript"] = ex.transcript
         if ex.speaker:
             row["speaker"] = ex.speaker
         if ex.duration is not None:

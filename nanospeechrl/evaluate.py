@@ -1,18 +1,21 @@
 """
-Evaluation: batched greedy transcription, WER / CER with substitution, deletion and
-insertion counts on normalised text (jiwer), looping outputs, and a paired bootstrap
-interval for the WER difference between two systems on the same utterances.
+Evaluation: batched greedy decoding; for ASR, WER / CER with substitution, deletion and
+insertion counts on normalised text (jiwer) and looping outputs; for spoken QA and
+translation, corpus BLEU and chrF (sacrebleu) and exact match; paired bootstrap intervals
+for the WER or BLEU difference between two systems on the same utterances.
 """
 import random
 import time
 
 import jiwer
+import sacrebleu
 import torch
+from sacrebleu.metrics import BLEU
 
 from nanospeechrl.corpus import normalize
 from nanospeechrl.encoder import ctc_greedy_decode, ctc_text
 from nanospeechrl.rewards import is_hallucination
-from nanospeechrl.speechlm import load_speechlm
+from nanospeechrl.speechlm import load_speechlm, prompt_ids
 from nanospeechrl.trainer import autocast, to_batch
 
 
@@ -39,76 +42,135 @@ def word_errors(refs, hyps):
     return out
 
 
-def bootstrap_wer_diff(refs, hyps_a, hyps_b, n_resamples=2000, seed=0):
-    """WER(b) - WER(a) on these utterances and its paired-bootstrap 95% interval (resampling
-    utterances with replacement): (diff, low, high). Negative: b makes fewer errors."""
-    a, b = word_errors(refs, hyps_a), word_errors(refs, hyps_b)
+def text_scores(refs, hyps):
+    """Corpus BLEU and chrF (sacrebleu, 0-100) and exact match (0-1) on normalised text."""
+    refs, hyps = [normalize(r) for r in refs], [normalize(h) for h in hyps]
+    return {"bleu": sacrebleu.corpus_bleu(hyps, [refs]).score, "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score,
+            "exact": sum(h == r for h, r in zip(hyps, refs)) / max(1, len(refs))}
+
+
+def bleu_stats(refs, hyps):
+    """Per-sentence BLEU sufficient statistics (n-gram matches, n-gram totals, lengths), so a
+    resample's corpus BLEU is a sum, not a rescoring."""
+    out = []
+    for r, h in zip(refs, hyps):
+        s = sacrebleu.sentence_bleu(normalize(h), [normalize(r)])
+        out.append((s.counts, s.totals, s.sys_len, s.ref_len))
+    return out
+
+
+def corpus_bleu_from(stats, idx):
+    """Corpus BLEU (as sacrebleu.corpus_bleu) of the sentences idx, from bleu_stats."""
+    pick = [stats[i] for i in idx]
+    counts = [sum(s[0][n] for s in pick) for n in range(4)]
+    totals = [sum(s[1][n] for s in pick) for n in range(4)]
+    return BLEU.compute_bleu(counts, totals, sum(s[2] for s in pick), sum(s[3] for s in pick),
+                             smooth_method="exp").score
+
+
+def bootstrap_diff(metric, n, n_resamples=2000, seed=0):
+    """metric(indices) -> the difference of two systems on those items; returns the
+    difference on all n items and its paired-bootstrap 95% interval (resampling items with
+    replacement): (diff, low, high)."""
     rng = random.Random(seed)
+    stats = sorted(metric([rng.randrange(n) for _ in range(n)]) for _ in range(n_resamples))
+    return metric(range(n)), stats[int(0.025 * n_resamples)], stats[int(0.975 * n_resamples) - 1]
+
+
+def bootstrap_wer_diff(refs, hyps_a, hyps_b, n_resamples=2000, seed=0):
+    """WER(b) - WER(a) and its 95% interval. Negative: b makes fewer errors."""
+    a, b = word_errors(refs, hyps_a), word_errors(refs, hyps_b)
 
     def diff(idx):
         words = sum(a[i][1] for i in idx)
         return (sum(b[i][0] for i in idx) - sum(a[i][0] for i in idx)) / max(1, words)
 
-    stats = sorted(diff([rng.randrange(len(a)) for _ in a]) for _ in range(n_resamples))
-    return diff(range(len(a))), stats[int(0.025 * n_resamples)], stats[int(0.975 * n_resamples) - 1]
+    return bootstrap_diff(diff, len(refs), n_resamples, seed)
+
+
+def bootstrap_bleu_diff(refs, hyps_a, hyps_b, n_resamples=1000, seed=0):
+    """BLEU(b) - BLEU(a) (corpus BLEU points) and its 95% interval. Positive: b is better."""
+    a, b = bleu_stats(refs, hyps_a), bleu_stats(refs, hyps_b)
+    return bootstrap_diff(lambda idx: corpus_bleu_from(b, idx) - corpus_bleu_from(a, idx), len(refs),
+                          n_resamples, seed)
 
 
 @torch.no_grad()
-def transcribe_all(model, tokenizer, feats, device, batch_size=32, max_new_tokens=160):
-    """Greedy transcripts of a list of log-mel features, batched by length, in input order."""
+def transcribe_all(model, tokenizer, feats, device, batch_size=32, max_new_tokens=160, prompts=None):
+    """Greedy outputs for a list of log-mel features, batched by length, in input order.
+    prompts: each utterance's prompt ids ([<task>] + prompt tokens); default the ASR prompt."""
     model.eval()
+    prompts = prompts or [[tokenizer.task_id("asr")]] * len(feats)
     order = sorted(range(len(feats)), key=lambda i: len(feats[i]))
     hyps = [None] * len(feats)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         b = to_batch(feats, idx, device)
         with autocast(device):
-            out = model.transcribe(b["feats"], b["feat_lens"], tokenizer, max_new_tokens=max_new_tokens)
-        for i, h in zip(idx, out):
-            hyps[i] = h
+            out = model.generate(b["feats"], b["feat_lens"], [prompts[i] for i in idx], tokenizer.eos_id,
+                                 max_new_tokens, temperature=0.0)
+        for i, row, n in zip(idx, out.tokens.tolist(), out.lengths.tolist()):
+            hyps[i] = tokenizer.decode(row[:n])
     return hyps
 
 
 def print_result(name, r, n):
-    print(f"{name:12s} WER {100 * r['wer']:5.1f}%  CER {100 * r['cer']:5.1f}%  (sub {r['sub']}, del {r['del']}, "
-          f"ins {r['ins']} of {r['ref_words']} words; {r['loops']} looping; {n} utts)")
+    if "bleu" in r:
+        print(f"{name:16s} BLEU {r['bleu']:5.1f}  chrF {r['chrf']:5.1f}  exact {100 * r['exact']:5.1f}%  ({n} items)")
+    else:
+        print(f"{name:16s} WER {100 * r['wer']:5.1f}%  CER {100 * r['cer']:5.1f}%  (sub {r['sub']}, del {r['del']}, "
+              f"ins {r['ins']} of {r['ref_words']} words; {r['loops']} looping; {n} utts)")
 
 
 @torch.no_grad()
 def evaluate_ctc(encoder, head, examples, feats, batch_size, device, log):
     """Greedy CTC decoding of a stage-0 encoder: how well it hears, before any LLM."""
+    if not all(ex.spoken for ex in examples):
+        return print("stage0 CTC greedy: not scored (the eval set does not say what its audio says)")
     encoder.eval(), head.eval()
     hyps = []
     for start in range(0, len(feats), batch_size):
         b = to_batch(feats, range(start, min(start + batch_size, len(feats))), device)
         hidden, out_lens = encoder(b["feats"], b["feat_lens"])
         hyps += [ctc_text(ids) for ids in ctc_greedy_decode(head(hidden).float(), out_lens)]
-    r = error_counts([ex.text for ex in examples], hyps)
+    r = error_counts([ex.spoken for ex in examples], hyps)
     log({"stage": "eval_ctc", **r, "n": len(examples)})
-    print(f"stage0 CTC greedy: WER {100 * r['wer']:.1f}%  CER {100 * r['cer']:.1f}%\n    ref: {examples[0].text}\n"
+    print(f"stage0 CTC greedy: WER {100 * r['wer']:.1f}%  CER {100 * r['cer']:.1f}%\n    ref: {examples[0].spoken}\n"
           f"    hyp: {hyps[0]}")
 
 
-def evaluate_models(models, evals, device, batch_size, max_new_tokens, log):
-    """models: [(name, checkpoint dir)]; evals: {split: (examples, feats)}. Prints and logs each
-    model's results; then, for every model after the first, its WER difference to the first
-    with a paired-bootstrap 95% interval. Returns {(name, split): hypotheses}."""
+def scores(examples, hyps):
+    """WER and friends for ASR examples, BLEU / chrF / exact match for the other tasks."""
+    refs = [ex.text for ex in examples]
+    return error_counts(refs, hyps) if examples[0].task == "asr" else text_scores(refs, hyps)
+
+
+def evaluate_models(models, evals, device, batch_size, max_new_tokens, log, max_prompt_tokens=64):
+    """models: [(name, checkpoint dir)]; evals: {split: (examples, feats)}, one task per split.
+    Prints and logs each model's results; then, for every model after the first, its WER
+    (asr) or BLEU difference to the first with a paired-bootstrap 95% interval.
+    Returns {(name, split): hypotheses}."""
     hyps = {}
     for name, path in models:
         model, tokenizer = load_speechlm(path, device)
         print(f"== {name} ({path})")
         for split, (examples, feats) in evals.items():
             t0 = time.time()
-            hyps[name, split] = transcribe_all(model, tokenizer, feats, device, batch_size, max_new_tokens)
-            r = error_counts([ex.text for ex in examples], hyps[name, split])
+            prompts = [prompt_ids(tokenizer, ex, max_prompt_tokens)[0] for ex in examples]
+            hyps[name, split] = transcribe_all(model, tokenizer, feats, device, batch_size, max_new_tokens, prompts)
+            r = scores(examples, hyps[name, split])
             log({"stage": "eval", "model": name, "split": split, **r, "n": len(examples), "time": time.time() - t0})
             print_result(split, r, len(examples))
             for ex, h in list(zip(examples, hyps[name, split]))[:2]:
-                print(f"    ref: {ex.text}\n    hyp: {h}")
+                print((f"    question: {ex.prompt}\n" if ex.prompt else "") + f"    ref: {ex.text}\n    hyp: {h}")
     base = models[0][0]
     for name, _ in models[1:]:
         for split, (examples, _) in evals.items():
-            d, lo, hi = bootstrap_wer_diff([ex.text for ex in examples], hyps[base, split], hyps[name, split])
-            log({"stage": "compare", "model": name, "base": base, "split": split, "wer_diff": d, "low": lo, "high": hi})
-            print(f"{split:12s} WER({name}) - WER({base}) = {100 * d:+.1f} points, 95% CI [{100 * lo:+.1f}, {100 * hi:+.1f}]")
+            refs, asr = [ex.text for ex in examples], examples[0].task == "asr"
+            d, lo, hi = (bootstrap_wer_diff if asr else bootstrap_bleu_diff)(refs, hyps[base, split], hyps[name, split])
+            metric, k = ("wer", 100) if asr else ("bleu", 1)
+            log({"stage": "compare", "model": name, "base": base, "split": split, f"{metric}_diff": d, "low": lo,
+                 "high": hi})
+            print(f"{split:16s} {metric.upper()}({name}) - {metric.upper()}({base}) = {k * d:+.1f} points, "
+                  f"95% CI [{k * lo:+.1f}, {k * hi:+.1f}]")
     return hyps

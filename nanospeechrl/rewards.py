@@ -82,6 +82,7 @@ def bleu(hyps, refs, **fields):
 
 
 REWARDS = {"wer": wer, "cer": cer, "hallucination": hallucination, "keyword": keyword, "bleu": bleu}
+TASK_REWARDS = {"asr": "wer:1,hallucination:1", "sqa": "bleu:1", "ast": "bleu:1"}  # when --reward is not given
 
 
 def parse_rewards(spec):
@@ -107,4 +108,18 @@ def score(weights, hyps, refs, **fields):
     """-> (weighted total per hypothesis, {name: per-hypothesis list})."""
     parts = {name: REWARDS[name](hyps, refs, **fields) for name in weights}
     total = [sum(weights[name] * parts[name][i] for name in weights) for i in range(len(hyps))]
+    return total, parts
+
+
+def score_tasks(task_weights, hyps, refs, tasks):
+    """score() with each hypothesis scored by its own task's rewards (task_weights: {task:
+    weights}). Parts hold None where a reward is not one of that task's."""
+    total, parts = [0.0] * len(hyps), {}
+    for task in dict.fromkeys(tasks):
+        rows = [i for i, t in enumerate(tasks) if t == task]
+        t, p = score(task_weights[task], [hyps[i] for i in rows], [refs[i] for i in rows])
+        for j, i in enumerate(rows):
+            total[i] = t[j]
+            for name, values in p.items():
+                parts.setdefault(name, [None] * len(hyps))[i] = values[j]
     return total, parts

@@ -32,21 +32,23 @@ def joined_examples(examples, feats, k, max_frames, seed):
     return out_ex, out_feats
 
 
-def hard_examples(model, tokenizer, examples, feats, pool_size, batch_size, max_new_tokens, temperature, seed,
-                  device):
+def hard_examples(model, tokenizer, examples, feats, prompts, pool_size, batch_size, max_new_tokens, temperature,
+                  seed, device):
     """RL data 'hard': of pool_size training utterances, those the SFT model gets wrong
-    (greedy) or whose transcript sampled at `temperature` disagrees with the greedy one."""
+    (greedy) or whose output sampled at `temperature` disagrees with the greedy one.
+    prompts: each example's prompt ids."""
     pool = random.Random(seed).sample(range(len(examples)), min(pool_size, len(examples)))
-    pool_feats = [feats[i] for i in pool]
-    greedy = transcribe_all(model, tokenizer, pool_feats, device, batch_size, max_new_tokens)
+    pool_feats, pool_prompts = [feats[i] for i in pool], [prompts[i] for i in pool]
+    greedy = transcribe_all(model, tokenizer, pool_feats, device, batch_size, max_new_tokens, pool_prompts)
     sampled = []
     gen = torch.Generator(device).manual_seed(seed)
     for start in range(0, len(pool), batch_size):
         b = data.collate(pool_feats[start:start + batch_size])
         with torch.no_grad(), autocast(device):
-            sampled += model.transcribe(b["feats"].to(device), b["feat_lens"].to(device), tokenizer,
-                                        max_new_tokens=max_new_tokens, temperature=temperature,
-                                        generator=gen)
+            out = model.generate(b["feats"].to(device), b["feat_lens"].to(device),
+                                 pool_prompts[start:start + batch_size], tokenizer.eos_id, max_new_tokens,
+                                 temperature=temperature, generator=gen)
+        sampled += [tokenizer.decode(row[:n]) for row, n in zip(out.tokens.tolist(), out.lengths.tolist())]
     keep = [i for i, g, s in zip(pool, greedy, sampled)
             if normalize(g) != normalize(examples[i].text) or normalize(s) != normalize(g)]
     return [examples[i] for i in keep], [feats[i] for i in keep]

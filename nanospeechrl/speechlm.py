@@ -107,6 +107,12 @@ class SpeechLM(nn.Module):
         return [tokenizer.decode(row[:n].tolist()) for row, n in zip(out.tokens, out.lengths)]
 
 
+def prompt_ids(tokenizer, example, max_tokens):
+    """[<task>] + the tokens of example.prompt, at most max_tokens in all -> (ids, truncated)."""
+    ids = [tokenizer.task_id(example.task)] + tokenizer.encode(example.prompt)
+    return ids[:max_tokens], len(ids) > max_tokens
+
+
 def load_speechlm(path, map_location="cpu"):
     """A stage-1 (or later) checkpoint directory -> (SpeechLM in eval mode, Tokenizer)."""
     config = read_config(path)

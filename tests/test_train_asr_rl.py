@@ -141,17 +141,18 @@ def test_stage2_mixed_policy_and_options(corpus, run_copy):
     r = train_asr(*data_args(corpus), "--out", out, "--stages", "2", "--off-policy", "reference",
                   "--num-iterations", "2", "--no-filter-zero-std", "--loss-type", "dapo", cwd=corpus)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "stage2: 6 RL utterances (--rl-data hard)" in r.stdout
-    rows = rl_rows(read_metrics(out)[n:])
+    assert "stage2-mixed: 6 RL utterances (--rl-data hard)" in r.stdout  # beside stage2, not over it
+    rows = [x for x in read_metrics(out)[n:] if x.get("stage") == "stage2-mixed"]
     assert [x["step"] for x in rows] == [0, 1]  # without --resume stage 2 starts again from stage 1
     for x in rows:  # every group kept: every step updates
         for key in ("loss", "ratio", "kl", "grad_norm", "clip_ratio/low_mean", "clip_ratio/high_mean",
                     "clip_ratio/region_mean", "time/reference", "time/update", "resident_mb/update"):
             assert key in x and x[key] == x[key], key  # present and not NaN
         assert x["ratio"] > 0 and x["kl"] >= 0
-    assert state(out, "stage2")["done"] is True
-    config = json.loads((out / "stage2" / "config.json").read_text())
+    assert state(out, "stage2-mixed")["done"] is True
+    config = json.loads((out / "stage2-mixed" / "config.json").read_text())
     assert config["grpo"]["off_policy"] == "reference" and config["grpo"]["num_iterations"] == 2
+    assert [x["model"] for x in read_metrics(out)[n:] if x.get("stage") == "eval"] == ["sft", "grpo", "grpo-mixed"]
 
 
 @pytest.mark.parametrize("rl_data", ["long", "all"])
