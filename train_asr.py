@@ -43,7 +43,8 @@ from nanospeechrl.corpus import normalize
 from nanospeechrl.devices import Phases, pick_device
 from nanospeechrl.encoder import CTC_CHARS, CTCHead, Encoder, EncoderConfig, ctc_labels, ctc_loss
 from nanospeechrl.evaluate import evaluate_ctc, evaluate_models
-from nanospeechrl.grpo import GRPOConfig, completion_mask, group_advantages, policy_loss, with_reference_rows
+from nanospeechrl.grpo import (GRPOConfig, completion_mask, group_advantages, grpo_update, logprobs,
+                               rollout_stats, with_reference_rows)
 from nanospeechrl.llm import LLM, LLMConfig
 from nanospeechrl.rldata import hard_examples, joined_examples
 from nanospeechrl.speechlm import ProjectorConfig, SpeechLM, prompt_ids
@@ -107,7 +108,8 @@ PRESETS = {
 TASKS = {"asr": ["asr"], "sqa": ["sqa"], "ast": ["ast"], "mix": ["asr", "sqa", "ast"]}
 UNDERSTANDING = dict(rl_data="all", loss_type="dapo", beta=0.02)  # GRPO as in arXiv 2509.16990 (SEEDS.md B)
 TASK_DEFAULTS = {  # overrides per --task, applied before the preset's and the command line's
-    "sqa": UNDERSTANDING, "ast": UNDERSTANDING, "mix": dict(n_train=4000, n_sqa=2000, n_ast=3000, **UNDERSTANDING),
+    "sqa": UNDERSTANDING, "ast": UNDERSTANDING,
+    "mix": dict(n_train=4000, n_sqa=2000, n_ast=3000, sft_steps=3200, **UNDERSTANDING),
 }
 RL_DATA = ("all", "hard", "long")
 
@@ -296,54 +298,6 @@ def grpo_stage(model, tokenizer, examples, feats, cfg, gcfg, device, ckpt_config
             state = {"step": step + 1, "cursor": cursor, "done": step == cfg.rl_steps - 1,
                      "elapsed": time.time() - t0, "rollout_rng": gen.get_state().tolist()}
             save_checkpoint(path, model, ckpt_config, tokenizer, opt, state)
-
-
-def logprobs(model, batch, gcfg, device):
-    """Per-token log-probs (N, L) of the completions in batch = (encoder output, lengths,
-    prompts, completion tokens, completion lengths) under model (policy or reference)."""
-    hidden, lens, prompts, tokens, lengths = batch
-    with autocast(device):
-        return model.logprobs_from_audio(*model.projector(hidden, lens), prompts, tokens, lengths,
-                                         gcfg.temperature).float()
-
-
-def grpo_update(model, policy, opt, batch, ref_logp, adv, mask, off, gcfg, device):
-    """num_iterations clipped policy-gradient steps on one batch of rollouts -> metrics, or None
-    when a loss or gradient is not finite (that iteration does not update the weights)."""
-    for it in range(gcfg.num_iterations):
-        logp = logprobs(model, batch, gcfg, device)
-        if it == 0:
-            old = logp.detach()  # pi_old: the policy that sampled, before this batch's updates
-        loss, metrics = policy_loss(logp, old, ref_logp, adv, mask, gcfg, off)
-        if not torch.isfinite(loss):
-            return None
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-        if torch.isfinite(grad_norm):
-            opt.step()
-        opt.zero_grad(set_to_none=True)  # also: no gradient buffers ride along into the next rollout
-        if not torch.isfinite(grad_norm):
-            return None
-    return {"loss": loss.item(), "grad_norm": grad_norm.item(), **metrics}
-
-
-def rollout_stats(R, parts, tied, off, roll, lengths, truncated):
-    """What a stage-2 row says about the rollouts. Rewards and lengths over the sampled
-    completions (an off-policy reference row is left out; so are rows a reward does not
-    score, as in --task mix); reward_std over whole groups."""
-    on = ~off.cpu()
-
-    def mean(values):
-        kept = [v for v, o in zip(values, on.tolist()) if o and v is not None]
-        return sum(kept) / max(1, len(kept))
-
-    return {"reward": R.flatten()[on].mean().item(), "reward_std": R.std(dim=1).mean().item(),
-            "frac_reward_zero_std": tied.float().mean().item(),
-            **{f"rewards/{k}": mean(v) for k, v in parts.items()},
-            # -mean log-prob of the sampled tokens: a Monte-Carlo estimate of the per-token entropy
-            "entropy": -(roll.logprobs.sum() / roll.lengths.sum()).item(),
-            "completions/mean_length": lengths.cpu()[on].float().mean().item(),
-            "completions/clipped_ratio": truncated.cpu()[on].float().mean().item()}
 
 
 # ----------------------------------------------------------------------------- main

@@ -13,10 +13,16 @@ token, with r = pi_theta / pi_old:
 An off-policy row (e.g. the ground-truth answer placed into the group) was not sampled
 from pi_old; its behaviour probability is taken as 1, so its ratio is pi_theta itself and it
 is not clipped: term = -exp(logp) * A + beta * k3.
+
+At the end, the helpers a training script's GRPO step calls on a speech LLM: logprobs (of
+completions given audio), grpo_update (num_iterations clipped steps, NaN-safe) and
+rollout_stats (what a metrics row says about the rollouts).
 """
 from dataclasses import dataclass
 
 import torch
+
+from nanospeechrl.trainer import autocast
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 SCALE_REWARDS = ("group", "batch", "none")
@@ -144,3 +150,53 @@ def completion_mask(tokens, lengths, eos_id, cfg):
     if cfg.mask_truncated_completions:
         mask = mask * (~truncated)[:, None].float()
     return mask, truncated
+
+
+# ----------------------------------------------------------------------------- the step's helpers
+
+def logprobs(model, batch, gcfg, device):
+    """Per-token log-probs (N, L) of the completions in batch = (encoder output, lengths,
+    prompts, completion tokens, completion lengths) under model (policy or reference)."""
+    hidden, lens, prompts, tokens, lengths = batch
+    with autocast(device):
+        return model.logprobs_from_audio(*model.projector(hidden, lens), prompts, tokens, lengths,
+                                         gcfg.temperature).float()
+
+
+def grpo_update(model, policy, opt, batch, ref_logp, adv, mask, off, gcfg, device):
+    """num_iterations clipped policy-gradient steps on one batch of rollouts -> metrics, or None
+    when a loss or gradient is not finite (that iteration does not update the weights)."""
+    for it in range(gcfg.num_iterations):
+        logp = logprobs(model, batch, gcfg, device)
+        if it == 0:
+            old = logp.detach()  # pi_old: the policy that sampled, before this batch's updates
+        loss, metrics = policy_loss(logp, old, ref_logp, adv, mask, gcfg, off)
+        if not torch.isfinite(loss):
+            return None
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        if torch.isfinite(grad_norm):
+            opt.step()
+        opt.zero_grad(set_to_none=True)  # also: no gradient buffers ride along into the next rollout
+        if not torch.isfinite(grad_norm):
+            return None
+    return {"loss": loss.item(), "grad_norm": grad_norm.item(), **metrics}
+
+
+def rollout_stats(R, parts, tied, off, roll, lengths, truncated):
+    """What a stage-2 row says about the rollouts. Rewards and lengths over the sampled
+    completions (an off-policy reference row is left out; so are rows a reward does not
+    score, as in --task mix); reward_std over whole groups."""
+    on = ~off.cpu()
+
+    def mean(values):
+        kept = [v for v, o in zip(values, on.tolist()) if o and v is not None]
+        return sum(kept) / max(1, len(kept))
+
+    return {"reward": R.flatten()[on].mean().item(), "reward_std": R.std(dim=1).mean().item(),
+            "frac_reward_zero_std": tied.float().mean().item(),
+            **{f"rewards/{k}": mean(v) for k, v in parts.items()},
+            # -mean log-prob of the sampled tokens: a Monte-Carlo estimate of the per-token entropy
+            "entropy": -(roll.logprobs.sum() / roll.lengths.sum()).item(),
+            "completions/mean_length": lengths.cpu()[on].float().mean().item(),
+            "completions/clipped_ratio": truncated.cpu()[on].float().mean().item()}

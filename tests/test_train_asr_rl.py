@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from asr_helpers import TINY, load_train_asr, make_corpus, read_metrics, train_asr
+from nanospeechrl import grpo
 
 PHASES = ("encode", "rollout", "reward")  # every step; reference and update only when some group has a signal
 
@@ -213,7 +214,7 @@ def test_nonfinite_loss_stops_stage2_without_updating(corpus, run_copy, monkeypa
     def finite_loss(logp, old, ref, adv, mask, cfg, off=None):
         return -(logp * mask).sum() / mask.sum(), {}
 
-    monkeypatch.setattr(train_asr_module, "policy_loss", finite_loss)
+    monkeypatch.setattr(grpo, "policy_loss", finite_loss)  # what grpo_update calls
     train_asr_module.main([*argv, "--rl-steps", "1"])
     sft = policy_weights(out / "stage1")
     updated = policy_weights(out / "stage2")
@@ -225,7 +226,7 @@ def test_nonfinite_loss_stops_stage2_without_updating(corpus, run_copy, monkeypa
         calls.append(1)
         return torch.tensor(float("nan"), requires_grad=True), {}
 
-    monkeypatch.setattr(train_asr_module, "policy_loss", nan_loss)
+    monkeypatch.setattr(grpo, "policy_loss", nan_loss)
     n = len(read_metrics(out))
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
