@@ -33,5 +33,5 @@ if __name__ == "__main__":
     print(f"parallel, {processes} processes: {seconds:.0f} s of speech in {elapsed:.1f} s, "
           f"{seconds / elapsed:.0f}x real time, {seconds / elapsed / processes:.0f}x per core "
           f"(includes starting the worker processes)")
-    print(f"real-time factor per core (target >= 50):")
+    print("real-time factor per core (target >= 50):")
     print(f"{min(rtf_one, seconds / elapsed / processes):.1f}")

@@ -109,3 +109,30 @@ def test_not_a_speechlm_checkpoint(files, tmp_path, capsys):
     assert err.startswith("error: ") and str(tmp_path / "nothing") in err
     with pytest.raises(SystemExit):  # subcommand required
         sample.main([])
+
+
+def test_answer_and_translate(files, capsys):
+    """answer/translate give the model their task token (and the question): each output equals the
+    model run in process with that prompt, and differs from plain transcription."""
+    sample = load_sample_module()
+    model, tok = load_speechlm(files["ckpt"])
+    feats = audio.log_mel(audio.load(files["a"]))
+
+    def expected(task, prompt=""):
+        text = model.transcribe(feats[None], torch.tensor([len(feats)]), tok, task=task, prompt=prompt,
+                                max_new_tokens=6)[0]
+        return f"{files['a']}\t{' '.join(text.split())}\n"
+
+    assert sample.main(["answer", "--ckpt", str(files["ckpt"]), "--question", "one two", "--max-new-tokens", "6",
+                        str(files["a"])]) == 0
+    assert capsys.readouterr().out == expected("sqa", "one two")
+    assert sample.main(["translate", "--ckpt", str(files["ckpt"]), "--max-new-tokens", "6", str(files["a"])]) == 0
+    assert capsys.readouterr().out == expected("ast")
+    assert len({expected("asr"), expected("sqa", "one two"), expected("ast")}) > 1  # the prompt matters
+    long_question = "one two three hello world " * 20  # over the default 48-token budget
+    assert sample.main(["answer", "--ckpt", str(files["ckpt"]), "--question", long_question,
+                        "--max-new-tokens", "6", str(files["a"])]) == 0
+    out = capsys.readouterr()
+    assert "truncated" in out.err and out.out.startswith(f"{files['a']}\t")
+    assert sample.main(["answer", "--ckpt", str(files["ckpt"]), "--question", " ", str(files["a"])]) == 1
+    assert "--question is empty" in capsys.readouterr().err
