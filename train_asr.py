@@ -58,7 +58,7 @@ class TrainConfig:
     task: str = "asr"  # asr | sqa (spoken QA) | ast (speech translation) | mix (all three): the built-in corpora
     data: str = "builtin"  # "builtin", a JSONL manifest, or a LibriSpeech-style directory
     eval: str = ""  # extra eval sets: name=spec,name=spec (built-in: dev,test,test_accent,test_long)
-    out: str = "out/asr"  # checkpoints, tokenizer and metrics.jsonl
+    out: str = "out/asr"  # checkpoints, tokenizer and metrics.jsonl (out/<task> for the other tasks)
     seed: int = 0  # data generation, init and batching are deterministic in it
     device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda, mps
     stages: str = "0,1,2"  # which stages to run: 0, 1, 2, and 1b (equal-time SFT control for 2)
@@ -108,8 +108,8 @@ PRESETS = {
 TASKS = {"asr": ["asr"], "sqa": ["sqa"], "ast": ["ast"], "mix": ["asr", "sqa", "ast"]}
 UNDERSTANDING = dict(rl_data="all", loss_type="dapo", beta=0.02)  # GRPO as in arXiv 2509.16990 (SEEDS.md B)
 TASK_DEFAULTS = {  # overrides per --task, applied before the preset's and the command line's
-    "sqa": UNDERSTANDING, "ast": UNDERSTANDING,
-    "mix": dict(n_train=4000, n_sqa=2000, n_ast=3000, sft_steps=3200, **UNDERSTANDING),
+    "sqa": dict(out="out/sqa", **UNDERSTANDING), "ast": dict(out="out/ast", **UNDERSTANDING),
+    "mix": dict(out="out/mix", n_train=4000, n_sqa=2000, n_ast=3000, sft_steps=3200, **UNDERSTANDING),
 }
 RL_DATA = ("all", "hard", "long")
 
