@@ -16,10 +16,10 @@ import sys
 import torch
 
 from nanospeechrl import audio
+from nanospeechrl.checkpoint import read_config
 from nanospeechrl.data import collate
 from nanospeechrl.devices import pick_device
 from nanospeechrl.encoder import FRAMES_PER_SECOND
-from nanospeechrl.checkpoint import read_config
 from nanospeechrl.speechlm import load_speechlm
 
 

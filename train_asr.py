@@ -21,7 +21,7 @@ English speech to Spanish text), mix (all three). Each built-in task has its own
 Each stage checkpoints to <out>/stage<k> (atomic) and `--resume` continues where a run
 stopped. Metrics go to <out>/metrics.jsonl, one JSON object per logged step. At the end,
 every finished model (stage1, stage1b, stage2, stage2-mixed) is evaluated, with paired-bootstrap
-intervals for the WER differences.
+intervals for the WER (asr) or BLEU (sqa, ast) differences.
 """
 import argparse
 import copy

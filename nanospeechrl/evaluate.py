@@ -126,7 +126,8 @@ def print_result(name, r, n):
 def evaluate_ctc(encoder, head, examples, feats, batch_size, device, log):
     """Greedy CTC decoding of a stage-0 encoder: how well it hears, before any LLM."""
     if not all(ex.spoken for ex in examples):
-        return print("stage0 CTC greedy: not scored (the eval set does not say what its audio says)")
+        print("stage0 CTC greedy: not scored (the eval set does not say what its audio says)")
+        return
     encoder.eval(), head.eval()
     hyps = []
     for start in range(0, len(feats), batch_size):
