@@ -72,11 +72,12 @@ def lr_at(step, total, peak):
 
 
 def train_stage(name, model, loss_fn, feats, steps, cfg, device, ckpt_config, tokenizer, log, gen,
-                lr_fn=None, seconds=None):
+                lr_fn=None, seconds=None, init_opt=None):
     """Train `model` for `steps` steps of loss_fn(batch indices), checkpointing to
     <cfg.out>/<name>; feats gives the lengths to batch by. lr_fn(step) defaults to warmup +
     cosine; with `seconds` the stage ends once that much training time has passed. gen is the
-    augmentation generator, saved with the checkpoint so a resumed run continues exactly."""
+    augmentation generator, saved with the checkpoint so a resumed run continues exactly.
+    init_opt: a checkpoint whose optimizer state (AdamW moments) a fresh start continues from."""
     path = os.path.join(cfg.out, name)
     lr_fn = lr_fn or (lambda step: lr_at(step, steps, cfg.lr))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.98),
@@ -91,6 +92,8 @@ def train_stage(name, model, loss_fn, feats, steps, cfg, device, ckpt_config, to
             print(f"{name}: already done ({step} steps), skipping")
             return
         print(f"{name}: resuming at step {step}")
+    elif init_opt:
+        load_checkpoint(init_opt, optimizer=opt)
     model.train()
     batches = batches_forever([len(f) for f in feats], cfg, cursor)
     bar = tqdm(itertools.count(step) if seconds else range(step, steps), desc=name, initial=step,

@@ -184,6 +184,9 @@ def test_stage1b_equal_time_control(corpus, run_copy):
     assert s["done"] is True and s["step"] >= 1
     assert s["elapsed"] >= state(out, "stage2")["elapsed"]  # it ran (at least) as long as stage 2 did
     assert (out / "stage1b" / "model.safetensors").is_file()
+    adam_steps = {stage: load_file(str(out / stage / "optimizer.safetensors"))["state.0.step"].item()
+                  for stage in ("stage1", "stage1b")}
+    assert adam_steps["stage1b"] == adam_steps["stage1"] + s["step"]  # stage 1's AdamW state went on
     rows = read_metrics(out)[n:]
     assert [x["step"] for x in rows if x.get("stage") == "stage1b"] == list(range(s["step"]))  # --log-every 1
     assert not rl_rows(rows) and not [x for x in rows if x.get("stage") == "stage1"]  # nothing else trained
