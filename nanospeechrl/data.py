@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
 
 from nanospeechrl import audio
@@ -264,17 +265,18 @@ def features(examples, cache_dir=None, skip_bad=False, max_frames=None):
 
 # ----------------------------------------------------------------------------- batching
 
-def bucket_batches(lengths, max_frames_per_batch=None, batch_size=None, shuffle=True, seed=0):
+def bucket_batches(lengths, max_frames_per_batch=None, batch_size=None, shuffle=True, seed=0, multiple=1):
     """Indices grouped into batches of similar length -> list[list[int]], every index exactly once.
 
     Sorted by length, then cut greedily so that padded size max_len * n <= max_frames_per_batch
     (short utterances make big batches) and n <= batch_size. A single item longer than the
     budget gets a batch of its own. With shuffle, equal lengths are tie-broken randomly and
     the batch order is shuffled, both deterministically in `seed` (pass seed + epoch).
+    Lengths count rounded up to a multiple of `multiple`, as collate(multiple=...) pads them.
     """
     if max_frames_per_batch is None and batch_size is None:
         raise ValueError("bucket_batches needs max_frames_per_batch or batch_size")
-    lengths = [int(n) for n in lengths]
+    lengths = [-(-int(n) // multiple) * multiple for n in lengths]
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(lengths), generator=g).tolist() if shuffle else list(range(len(lengths)))
     order.sort(key=lengths.__getitem__)  # stable: ties keep the random order
@@ -293,10 +295,10 @@ def bucket_batches(lengths, max_frames_per_batch=None, batch_size=None, shuffle=
     return batches
 
 
-def collate(feats, token_ids=None, pad_id=0):
+def collate(feats, token_ids=None, pad_id=0, multiple=1):
     """feats: list of (T_i, N_MELS); token_ids: list of id lists, or None -> dict of padded batch
-    tensors: feats (B, T_max, N_MELS) zero-padded, feat_lens (B,), and with token_ids also
-    tokens (B, L_max) pad_id-padded, token_lens (B,)."""
+    tensors: feats (B, T, N_MELS) zero-padded to T = T_max rounded up to a multiple of
+    `multiple`, feat_lens (B,), and with token_ids also tokens (B, L_max) pad_id-padded, token_lens (B,)."""
     if token_ids is None:
         token_ids = [[]] * len(feats)
     if len(feats) != len(token_ids) or not feats:
@@ -308,7 +310,8 @@ def collate(feats, token_ids=None, pad_id=0):
                          f"{sorted({tuple(f.shape) for f in feats})[:4]}")
     tokens = [torch.tensor(t, dtype=torch.long) for t in token_ids]
     return {
-        "feats": pad_sequence([f.float() for f in feats], batch_first=True),  # (B, T_max, N_MELS)
+        "feats": F.pad(pad_sequence([f.float() for f in feats], batch_first=True),
+                       (0, 0, 0, -max(len(f) for f in feats) % multiple)),  # (B, T, N_MELS)
         "feat_lens": torch.tensor([len(f) for f in feats], dtype=torch.long),  # (B,)
         "tokens": pad_sequence(tokens, batch_first=True, padding_value=pad_id),  # (B, L_max)
         "token_lens": torch.tensor([len(t) for t in tokens], dtype=torch.long),  # (B,)

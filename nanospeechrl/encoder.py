@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from nanospeechrl.llm import sdpa
+
 FRAMES_PER_SECOND = 100  # log-mel frames per second (10 ms hop, see audio.py)
 ROPE_BASE = 10000.0  # RoPE frequency base, as in RoFormer / llama
 
@@ -115,8 +117,7 @@ class SelfAttention(nn.Module):
         q, k, v = self.qkv(self.norm(x)).view(B, T, 3, self.n_head, D // self.n_head).permute(2, 0, 3, 1, 4)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, H, T, hd)
         # mask keys only: every query row keeps >= 1 valid key, so no all -inf row (NaN) even for padded queries
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :],
-                                           dropout_p=self.p if self.training else 0.0)
+        y = sdpa(q, k, v, attn_mask=keep[:, None, None, :], dropout_p=self.p if self.training else 0.0)
         return self.drop(self.proj(y.transpose(1, 2).reshape(B, T, D)))
 
 

@@ -81,6 +81,16 @@ def attention_mask(q_slots, n_keys, pad):
     return ((causal[None] & real[:, None]) | self_[None]).unsqueeze(1)
 
 
+def sdpa(q, k, v, **kw):
+    """F.scaled_dot_product_attention, but in fp32 under CPU autocast: PyTorch's bf16 CPU
+    attention backward is ~8x slower than fp32's (bench/bf16.py), and attention is a small
+    share of these models' FLOPs. The result is fp32; the next Linear casts it back."""
+    if q.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
+        return F.scaled_dot_product_attention(q, k, v, **kw)
+    with torch.autocast("cpu", enabled=False):
+        return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **kw)
+
+
 class Attention(nn.Module):
     def __init__(self, config, layer_idx):
         super().__init__()
@@ -103,8 +113,8 @@ class Attention(nn.Module):
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # (B, Hkv, S, hd): the past and these T
         # enable_gqa: query head h reads kv head h // (n_head // n_kv_head), without copying k, v.
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=True,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        y = sdpa(q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=True,
+                 dropout_p=self.dropout if self.training else 0.0)
         return self.wo(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, D)
 
 
@@ -166,7 +176,8 @@ class LLM(nn.Module):
         """
         if (idx is None) == (embeds is None):
             raise ValueError("LLM.forward: pass exactly one of idx or embeds")
-        x = self.embed(idx) if embeds is None else embeds  # (B, T, D)
+        x = self.embed(idx) if embeds is None else embeds.to(self.wte.weight.dtype)  # (B, T, D)
+        # (the residual stream stays in the weights' dtype under autocast: bf16 embeds are cast up)
         B, T, _ = x.shape
         start = 0 if kv_cache is None else kv_cache.pos
         if start + T > self.config.max_seq_len:

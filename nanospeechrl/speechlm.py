@@ -74,7 +74,7 @@ class SpeechLM(nn.Module):
             tgt = torch.tensor(target, device=audio.device)
             rows.append(torch.cat([prompt, self.llm.embed(tgt[:-1]).to(prompt.dtype)]))  # input: all but the last
             labels.append(torch.cat([torch.full((len(prompt) - 1,), -100, device=audio.device), tgt]))
-        T = max(len(r) for r in rows)
+        T = -(-max(len(r) for r in rows) // 16) * 16  # few distinct shapes (see trainer.SHAPE_MULTIPLE)
         x = torch.stack([F.pad(r, (0, 0, 0, T - len(r))) for r in rows])  # (B, T, D)
         y = torch.stack([F.pad(lab, (0, T - len(lab)), value=-100) for lab in labels])  # (B, T)
         logits = self.llm(embeds=x)  # (B, T, V)

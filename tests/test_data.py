@@ -240,6 +240,10 @@ def test_bucket_batches():
     assert bucket_batches([10, 5000, 20], max_frames_per_batch=100, shuffle=False) == [[0, 2], [1]]
     with pytest.raises(ValueError):
         bucket_batches([1, 2])
+    # multiple: the budget counts lengths rounded up, as collate(multiple=...) pads them
+    rounded = bucket_batches(lengths, max_frames_per_batch=budget, seed=3, multiple=32)
+    assert all(-(-max(lengths[i] for i in b) // 32) * 32 * len(b) <= budget for b in rounded)
+    assert sorted(i for b in rounded for i in b) == list(range(300))
 
 
 def test_collate():
@@ -267,6 +271,15 @@ def test_skip_empty_skips_only_blank_transcripts(tmp_path):
     path = write_lines(tmp_path / "m2.jsonl", [ok, blank, "{not json"])
     with pytest.raises(DataError, match=r"m2\.jsonl:3"):  # other bad lines still raise
         read_manifest(path, skip_empty=True)
+
+
+def test_collate_pads_to_a_multiple():
+    feats = [torch.randn(3, 80), torch.randn(33, 80)]
+    b = collate(feats, multiple=32)
+    assert b["feats"].shape == (2, 64, 80) and b["feat_lens"].tolist() == [3, 33]
+    assert torch.equal(b["feats"][1, :33], feats[1]) and b["feats"][:, 33:].abs().sum() == 0
+    assert collate(feats[:1], multiple=32)["feats"].shape == (1, 32, 80)
+    assert collate([torch.randn(32, 80)], multiple=32)["feats"].shape == (1, 32, 80)
 
 
 def test_collate_features_only():

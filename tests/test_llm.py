@@ -1,7 +1,8 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
-from nanospeechrl.llm import LLM, KVCache, LLMConfig
+from nanospeechrl.llm import LLM, KVCache, LLMConfig, sdpa
 
 ATOL = 1e-5
 
@@ -116,3 +117,29 @@ def test_gradients_reach_input_embeddings():
     embeds = model.embed(torch.randint(0, 50, (2, 6))).detach().requires_grad_()
     model(embeds=embeds).logsumexp(-1).sum().backward()
     assert embeds.grad.abs().sum() > 0 and model.blocks[0].attn.wq.weight.grad.abs().sum() > 0
+
+
+def test_sdpa_runs_in_fp32_under_cpu_autocast():
+    """The CPU's bf16 attention backward is slow, so sdpa computes attention in fp32 there:
+    equal to fp32 attention of the same (bf16) inputs, and differentiable."""
+    q, k, v = (torch.randn(2, 4, 7, 16).bfloat16().requires_grad_() for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = sdpa(q, k, v, is_causal=True)
+    assert y.dtype == torch.float32
+    naive = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True)
+    torch.testing.assert_close(y, naive, atol=1e-6, rtol=0)
+    y.sum().backward()
+    assert q.grad is not None and q.grad.dtype == torch.bfloat16
+    x = torch.randn(2, 4, 7, 16)  # outside autocast: plain SDPA
+    torch.testing.assert_close(sdpa(x, x, x), F.scaled_dot_product_attention(x, x, x), atol=0, rtol=0)
+
+
+def test_bf16_autocast_forward_is_close_to_fp32():
+    model = tiny_model()
+    idx = torch.randint(0, 50, (2, 12))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast = model(idx)
+        embeds = model(embeds=model.embed(idx).bfloat16())  # bf16 input embeddings: stream cast up
+    ref = model(idx)
+    assert (fast.float() - ref).abs().max() < 0.05 * ref.abs().max()
+    assert (embeds.float() - ref).abs().max() < 0.05 * ref.abs().max()

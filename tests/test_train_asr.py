@@ -5,16 +5,13 @@ import os
 import shutil
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 import nanospeechrl.trainer
 from asr_helpers import TINY, load_train_asr, make_corpus, read_metrics, train_asr
 
 CKPT_FILES = ("model.safetensors", "config.json", "tokenizer.json", "state.json", "optimizer.safetensors")
-
-
-
-
 
 
 def step_rows(rows, stage):
@@ -24,8 +21,6 @@ def step_rows(rows, stage):
 def stage_rows(rows, stage):
     """Every row a training stage logged (a stage-2 row has a "loss" only when it updated)."""
     return [r for r in rows if r.get("stage") == stage]
-
-
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +190,19 @@ def test_unknown_preset(tmp_path):
     assert r.returncode == 2  # argparse's usage error
     assert "unknown preset 'huge'" in r.stderr and "tiny, small" in r.stderr
     assert not (tmp_path / "out").exists()  # nothing is written before the arguments are checked
+
+
+def test_bf16_autocast_where_it_is_fast(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    trainer = nanospeechrl.trainer
+    monkeypatch.setattr(trainer, "BF16", True)
+    monkeypatch.setattr(trainer, "CPU_AMX", True)
+    assert trainer.uses_bf16(cpu) and trainer.uses_bf16(cuda) and not trainer.uses_bf16(torch.device("mps"))
+    monkeypatch.setattr(trainer, "CPU_AMX", False)  # CPU bf16 without AMX is emulated: slower than fp32
+    assert not trainer.uses_bf16(cpu) and trainer.uses_bf16(cuda)
+    cfg, _ = load_train_asr().parse_args(["--no-bf16"])
+    assert cfg.bf16 is False
+    monkeypatch.setattr(trainer, "BF16", False)  # what main does with --no-bf16
+    assert not trainer.uses_bf16(cuda)
+    with trainer.autocast(cpu):
+        assert not torch.is_autocast_enabled("cpu")
