@@ -80,8 +80,8 @@ class TrainConfig:
     stack: int = 2  # encoder frames per LLM audio embedding
     freeze_encoder: bool = True  # stages 1-2 train projector + LLM on the stage-0 encoder's outputs
     # optimisation
-    ctc_steps: int = 2000  # stage 0 steps
-    sft_steps: int = 1600  # stage 1 steps
+    ctc_steps: int = 1800  # stage 0 steps
+    sft_steps: int = 2400  # stage 1 steps
     lr: float = 2e-3  # peak learning rate (AdamW, warmup then cosine to lr / 10)
     batch_frames: int = 6000  # padded feature frames per batch (100 frames = 1 s)
     spec_augment: bool = False  # time and frequency masking in training (off: measured slower to learn in minutes)

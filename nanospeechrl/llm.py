@@ -83,8 +83,8 @@ def attention_mask(q_slots, n_keys, pad):
 
 def sdpa(q, k, v, **kw):
     """F.scaled_dot_product_attention, but in fp32 under CPU autocast: PyTorch's bf16 CPU
-    attention backward is ~8x slower than fp32's (bench/bf16.py), and attention is a small
-    share of these models' FLOPs. The result is fp32; the next Linear casts it back."""
+    attention backward profiled ~8x slower than fp32's on our models, and attention is a small
+    share of their FLOPs. The result is fp32; the next Linear casts it back to bf16."""
     if q.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
         return F.scaled_dot_product_attention(q, k, v, **kw)
     with torch.autocast("cpu", enabled=False):
@@ -176,8 +176,8 @@ class LLM(nn.Module):
         """
         if (idx is None) == (embeds is None):
             raise ValueError("LLM.forward: pass exactly one of idx or embeds")
+        # bf16 embeds (a projector under autocast) are cast up: the residual stream keeps the weights' dtype
         x = self.embed(idx) if embeds is None else embeds.to(self.wte.weight.dtype)  # (B, T, D)
-        # (the residual stream stays in the weights' dtype under autocast: bf16 embeds are cast up)
         B, T, _ = x.shape
         start = 0 if kv_cache is None else kv_cache.pos
         if start + T > self.config.max_seq_len:
