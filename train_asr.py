@@ -111,7 +111,8 @@ TASKS = {"asr": ["asr"], "sqa": ["sqa"], "ast": ["ast"], "mix": ["asr", "sqa", "
 UNDERSTANDING = dict(rl_data="all", loss_type="dapo", beta=0.02)  # GRPO as in arXiv 2509.16990 (SEEDS.md B)
 TASK_DEFAULTS = {  # overrides per --task, applied before the preset's and the command line's
     "sqa": dict(out="out/sqa", **UNDERSTANDING), "ast": dict(out="out/ast", **UNDERSTANDING),
-    "mix": dict(out="out/mix", n_train=4000, n_sqa=2000, n_ast=3000, sft_steps=3200, **UNDERSTANDING),
+    "mix": dict(out="out/mix", n_train=4000, n_sqa=2000, n_ast=3000, ctc_steps=1300, sft_steps=3200,
+                **UNDERSTANDING),
 }
 RL_DATA = ("all", "hard", "long")
 
