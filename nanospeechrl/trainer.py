@@ -63,7 +63,7 @@ BF16 = True  # bf16 autocast where it is fast (CUDA, AMX CPUs); train_asr.py --n
 
 
 def uses_bf16(device):
-    """bf16 autocast on CUDA and on CPUs with AMX, where it trains 1.5-1.7x faster (bench/bf16.py)."""
+    """bf16 autocast on CUDA and on CPUs with AMX, where training steps run 1.3-1.4x faster (bench/bf16.py)."""
     return BF16 and (device.type == "cuda" or (device.type == "cpu" and CPU_AMX))
 
 
