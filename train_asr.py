@@ -318,7 +318,8 @@ def main(argv=None):
         metrics.write(json.dumps(row) + "\n")
         metrics.flush()
 
-    print(f"device {device} ({'bf16 autocast' if trainer.uses_bf16(device) else 'fp32'}), config {json.dumps(asdict(cfg))}, grpo {json.dumps(asdict(gcfg))}")
+    precision = "bf16 autocast" if trainer.uses_bf16(device) else "fp32"
+    print(f"device {device} ({precision}), config {json.dumps(asdict(cfg))}, grpo {json.dumps(asdict(gcfg))}")
     train, evals, skipped = load_data(cfg)
     enc_cfg = EncoderConfig(d_model=cfg.d_model, n_layer=cfg.enc_layers, dropout=cfg.dropout,
                             vocab_size=len(CTC_CHARS) + 1)
