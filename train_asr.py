@@ -36,7 +36,7 @@ import torch
 from tqdm import tqdm
 
 from nanospeechrl import data, rewards, trainer
-from nanospeechrl.audio import AudioError
+from nanospeechrl.audio import AudioError, spec_augment
 from nanospeechrl.builtin import TASK_SPLITS, CorpusConfig, build_corpus
 from nanospeechrl.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from nanospeechrl.corpus import normalize
@@ -85,6 +85,7 @@ class TrainConfig:
     lr: float = 2e-3  # peak learning rate (AdamW, warmup then cosine to lr / 10)
     batch_frames: int = 6000  # padded feature frames per batch (100 frames = 1 s)
     spec_augment: bool = False  # time and frequency masking in training (off: measured slower to learn in minutes)
+    sft_augment: bool = True  # SFT on a frozen encoder: time and channel masks on its cached outputs (HIDDEN_MASKS)
     # stage 2 (GRPO; the algorithm's own settings are GRPOConfig's fields, also flags)
     rl_steps: int = 150  # GRPO steps
     rl_lr: float = 2e-5  # constant learning rate of stage 2
@@ -115,6 +116,9 @@ TASK_DEFAULTS = {  # overrides per --task, applied before the preset's and the c
                 **UNDERSTANDING),
 }
 RL_DATA = ("all", "hard", "long")
+# SpecAugment on the frozen encoder's cached outputs (144 channels, 25 frames/s) in SFT: without it the
+# decoder memorises the 12,000 fixed training sequences (train loss ~0.03, train WER 1.8%, test 15%)
+HIDDEN_MASKS = dict(n_freq_masks=2, freq_width=30, n_time_masks=4, time_frac=0.05)
 
 
 def parse_args(argv=None):
@@ -395,7 +399,8 @@ def main(argv=None):
         def sft_step(idx):
             if hidden is not None:  # frozen encoder: its cached output through the (trained) projector
                 b = to_batch(hidden, idx, device)
-                audio = model.projector(b["feats"], b["feat_lens"])
+                h = spec_augment(b["feats"], **HIDDEN_MASKS, generator=gen) if cfg.sft_augment else b["feats"]
+                audio = model.projector(h, b["feat_lens"])
             else:
                 b = to_batch(feats, idx, device, cfg.spec_augment, gen)
                 audio = model.encode(b["feats"], b["feat_lens"])

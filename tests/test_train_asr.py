@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import nanospeechrl.speechlm
 import nanospeechrl.trainer
 from asr_helpers import TINY, load_train_asr, make_corpus, read_metrics, train_asr
 
@@ -206,3 +207,28 @@ def test_bf16_autocast_where_it_is_fast(monkeypatch):
     assert not trainer.uses_bf16(cuda)
     with trainer.autocast(cpu):
         assert not torch.is_autocast_enabled("cpu")
+
+
+@pytest.mark.parametrize("augment", [True, False], ids=["sft_augment", "no_sft_augment"])
+def test_sft_augment_masks_the_cached_encoder_outputs(corpus, full_run, tmp_path, monkeypatch, augment):
+    """SFT on a frozen encoder: with --sft-augment (the default) the projector sees the cached encoder
+    outputs with whole frames and whole channels zeroed; without, it sees them untouched."""
+    shutil.copytree(full_run[0] / "stage0", tmp_path / "out" / "stage0")
+    seen, forward = [], nanospeechrl.speechlm.Projector.forward
+
+    def record(self, x, lengths):
+        seen.append((x.detach().clone(), lengths.clone()))
+        return forward(self, x, lengths)
+
+    monkeypatch.setattr(nanospeechrl.speechlm.Projector, "forward", record)
+    monkeypatch.chdir(tmp_path)
+    load_train_asr().main(["--data", str(corpus / "train.jsonl"), "--eval", f"dev={corpus / 'dev.jsonl'}", *TINY,
+                           "--out", str(tmp_path / "out"), "--stages", "1", "--no-evaluate",
+                           "--sft-augment" if augment else "--no-sft-augment"])
+    train = seen[:4]  # the 4 SFT steps (evaluation would come after)
+    zero_frames = sum(int((x[b, :n] == 0).all(-1).sum()) for x, lens in train for b, n in enumerate(lens))
+    zero_channels = sum(int((x[b, :n] == 0).all(0).sum()) for x, lens in train for b, n in enumerate(lens))
+    if augment:
+        assert zero_frames > 0 and zero_channels > 0
+    else:
+        assert zero_frames == 0 and zero_channels == 0
