@@ -10,7 +10,8 @@ Train a speech recognizer (or spoken-QA / speech-translation model) from scratch
 
 Stage 0:  CTC pretraining of the conformer encoder (characters).
 Stage 1:  SFT of the speech LLM, encoder from stage 0 (frozen by default, its outputs computed
-          once): cross-entropy on the target text given [audio embeddings][task token].
+          once, then masked afresh each step: --sft-augment): cross-entropy on the target text
+          given [audio embeddings][task token].
 Stage 2:  GRPO from the SFT model: G sampled transcripts per utterance, rule-based rewards,
           group advantages, clipped policy loss with a KL to the frozen SFT model.
           With --off-policy reference (mixed-policy GRPO) it writes <out>/stage2-mixed instead.
