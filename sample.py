@@ -1,7 +1,8 @@
 """
 Use a trained speech LLM from the command line.
 
-    python sample.py transcribe --ckpt out/asr/stage1 a.wav b.flac
+    python sample.py transcribe --ckpt out/asr/stage1 a.wav b.flac     # greedy + 16 samples, CTC-rescored
+    python sample.py transcribe --ckpt out/asr/stage1 --nbest 0 a.wav   # greedy only
     python sample.py transcribe --ckpt out/asr/stage1 --temperature 0.7 --top-p 0.9 --seed 1 a.wav
     python sample.py answer --ckpt out/asr/stage2 --question "Where does Anna live?" passage.wav
     python sample.py translate --ckpt out/asr/stage2 english.wav        # -> Spanish text
@@ -38,8 +39,8 @@ def read_features(paths, max_frames):
     return feats
 
 
-def speech_to_text(args, task, prompt=""):
-    """The shared body of every speech -> text subcommand. Returns the exit code."""
+def speech_to_text(args, task, prompt="", **decoding):
+    """The shared body of every speech -> text subcommand (decoding: nbest, ctc_weight). Returns the exit code."""
     device = pick_device(args.device)
     try:
         model, tokenizer = load_speechlm(args.ckpt)
@@ -58,14 +59,19 @@ def speech_to_text(args, task, prompt=""):
         b = collate(list(batch))  # zero-padded (B, T, N_MELS), (B,)
         texts = model.transcribe(b["feats"].to(device), b["feat_lens"].to(device), tokenizer, task=task,
                                  prompt=prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                 top_k=args.top_k, top_p=args.top_p, generator=generator)
+                                 top_k=args.top_k, top_p=args.top_p, generator=generator, **decoding)
         for path, text in zip(paths, texts):
             print(f"{path}\t{' '.join(text.split())}", flush=True)  # one line per file, whatever the model emits
     return 0 if len(feats) == len(args.audio) else 1
 
 
 def transcribe(args):
-    return speech_to_text(args, task="asr")
+    nbest = args.nbest if args.nbest is not None else 0 if args.temperature else 16
+    if nbest and args.temperature:
+        print("error: --nbest rescores greedy decoding and samples of its own; with --temperature use --nbest 0",
+              file=sys.stderr)
+        return 1
+    return speech_to_text(args, task="asr", nbest=nbest, ctc_weight=args.ctc_weight)
 
 
 def answer(args):
@@ -98,6 +104,10 @@ def main(argv=None):
     # one block per subcommand: its parser, its own flags, the function that runs it
     p = commands.add_parser("transcribe", help="speech -> text (ASR)")
     add_common(p)
+    p.add_argument("--nbest", type=int, default=None,
+                   help="pick the best of greedy + N samples by LLM and CTC scores, as train_asr.py evaluates "
+                        "(default 16; 0 = greedy only; 0 when --temperature samples)")
+    p.add_argument("--ctc-weight", type=float, default=0.1, help="weight of the CTC score in that choice")
     p.set_defaults(run=transcribe)
     p = commands.add_parser("answer", help="spoken QA: answer a question about each audio file")
     add_common(p)

@@ -100,6 +100,8 @@ class TrainConfig:
     ckpt_every: int = 300  # steps between checkpoints
     eval_batch: int = 32  # utterances per decoding batch
     eval_max_tokens: int = 160  # decoding budget per utterance
+    nbest: int = 16  # ASR decoding: 0 greedy; N the best of greedy + N samples by LLM and CTC scores
+    ctc_weight: float = 0.1  # weight of the CTC head's log-probability in that choice (the LLM's: 1 - it)
     evaluate: bool = True  # evaluate every finished model at the end
 
 
@@ -241,7 +243,7 @@ def grpo_stage(model, tokenizer, examples, feats, cfg, gcfg, device, ckpt_config
     weights = task_rewards(cfg)
     model.encoder.requires_grad_(False)  # frozen, and run once per step for policy and reference alike
     reference = copy.deepcopy(model).requires_grad_(False)  # the SFT model's projector and LLM, frozen
-    del reference.encoder
+    del reference.encoder, reference.ctc_head
     policy = torch.nn.ModuleDict({"projector": model.projector, "llm": model.llm})
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.rl_lr, betas=(0.9, 0.99), weight_decay=0.0)
     phases = Phases(device, {"encoder": model.encoder, "policy": policy, "reference": reference}, opt)
@@ -390,9 +392,11 @@ def main(argv=None):
         elif init == "stage0":
             load_checkpoint(os.path.join(cfg.out, "stage0"), ctc)
             model.encoder.load_state_dict(ctc["encoder"].state_dict())
+            model.ctc_head.load_state_dict(ctc["head"].state_dict())  # for decoding (SpeechLM.decode)
         else:
             load_checkpoint(os.path.join(cfg.out, init), model)
         model.encoder.requires_grad_(not cfg.freeze_encoder)
+        model.ctc_head.requires_grad_(False)
         hidden = None  # a frozen encoder's outputs, computed once (not needed if the stage is done)
         if cfg.freeze_encoder and not resumed:
             hidden = encode_all(model.encoder, feats, cfg.eval_batch, device)
@@ -442,7 +446,8 @@ def main(argv=None):
               (("sft+", "stage1b"), ("sft", "stage1"), ("grpo", "stage2"), ("grpo-mixed", "stage2-mixed"))
               if done(cfg.out, stage)]
     if models and cfg.evaluate:
-        evaluate_models(models, evals, device, cfg.eval_batch, cfg.eval_max_tokens, log, cfg.max_prompt_tokens)
+        evaluate_models(models, evals, device, cfg.eval_batch, cfg.eval_max_tokens, log, cfg.max_prompt_tokens,
+                        cfg.nbest, cfg.ctc_weight)
 
 
 if __name__ == "__main__":

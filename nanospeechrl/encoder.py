@@ -217,6 +217,19 @@ def ctc_loss(logits, out_lengths, targets, target_lengths):
                       reduction="mean", zero_infinity=True)
 
 
+def ctc_logprob(logits, lengths, labels):
+    """log P_ctc(labels | audio), summed over all alignments, for K candidate label sequences
+    per utterance: logits (B, T', V), lengths (B,), labels B lists of K label lists -> (B, K).
+    -inf where a candidate cannot be aligned (more labels than frames)."""
+    B, K = len(labels), len(labels[0])
+    log_probs = F.log_softmax(logits.float(), dim=-1).repeat_interleave(K, dim=0).transpose(0, 1)  # (T', B*K, V)
+    flat = [seq for row in labels for seq in row]
+    targets = torch.tensor([i for seq in flat for i in seq], dtype=torch.long)
+    nll = F.ctc_loss(log_probs, targets, lengths.repeat_interleave(K), torch.tensor([len(s) for s in flat]),
+                     blank=0, reduction="none")
+    return -nll.view(B, K)
+
+
 def ctc_greedy_decode(logits, lengths, blank=0):
     """Best path per utterance: argmax per frame, collapse repeats, then drop blanks."""
     best = logits.argmax(dim=-1).tolist()  # (B, T')

@@ -96,21 +96,24 @@ def bootstrap_bleu_diff(refs, hyps_a, hyps_b, n_resamples=1000, seed=0):
 
 
 @torch.no_grad()
-def transcribe_all(model, tokenizer, feats, device, batch_size=32, max_new_tokens=160, prompts=None):
-    """Greedy outputs for a list of log-mel features, batched by length, in input order.
+def transcribe_all(model, tokenizer, feats, device, batch_size=32, max_new_tokens=160, prompts=None, nbest=0,
+                   ctc_weight=0.1, seed=0):
+    """Outputs for a list of log-mel features, batched by length, in input order: greedy, or with
+    nbest > 0 the CTC-rescored best of greedy + nbest samples (SpeechLM.decode; ASR only).
     prompts: each utterance's prompt ids ([<task>] + prompt tokens); default the ASR prompt."""
     model.eval()
     prompts = prompts or [[tokenizer.task_id("asr")]] * len(feats)
+    generator = torch.Generator(device).manual_seed(seed)  # the samples, when nbest > 0
     order = sorted(range(len(feats)), key=lambda i: len(feats[i]))
     hyps = [None] * len(feats)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         b = to_batch(feats, idx, device)
         with autocast(device):
-            out = model.generate(b["feats"], b["feat_lens"], [prompts[i] for i in idx], tokenizer.eos_id,
-                                 max_new_tokens, temperature=0.0)
-        for i, row, n in zip(idx, out.tokens.tolist(), out.lengths.tolist()):
-            hyps[i] = tokenizer.decode(row[:n])
+            texts = model.decode(b["feats"], b["feat_lens"], [prompts[i] for i in idx], tokenizer, max_new_tokens,
+                                 nbest=nbest, ctc_weight=ctc_weight, generator=generator)
+        for i, text in zip(idx, texts):
+            hyps[i] = text
     return hyps
 
 
@@ -146,8 +149,10 @@ def scores(examples, hyps):
     return error_counts(refs, hyps) if examples[0].task == "asr" else text_scores(refs, hyps)
 
 
-def evaluate_models(models, evals, device, batch_size, max_new_tokens, log, max_prompt_tokens=64):
-    """models: [(name, checkpoint dir)]; evals: {split: (examples, feats)}, one task per split.
+def evaluate_models(models, evals, device, batch_size, max_new_tokens, log, max_prompt_tokens=64, nbest=0,
+                    ctc_weight=0.1):
+    """models: [(name, checkpoint dir)]; evals: {split: (examples, feats)}, one task per split;
+    nbest, ctc_weight: ASR decoding (transcribe_all), greedy for the other tasks.
     Prints and logs each model's results; then, for every model after the first, its WER
     (asr) or BLEU difference to the first with a paired-bootstrap 95% interval.
     Returns {(name, split): hypotheses}."""
@@ -158,7 +163,9 @@ def evaluate_models(models, evals, device, batch_size, max_new_tokens, log, max_
         for split, (examples, feats) in evals.items():
             t0 = time.time()
             prompts = [prompt_ids(tokenizer, ex, max_prompt_tokens)[0] for ex in examples]
-            hyps[name, split] = transcribe_all(model, tokenizer, feats, device, batch_size, max_new_tokens, prompts)
+            asr = examples[0].task == "asr"
+            hyps[name, split] = transcribe_all(model, tokenizer, feats, device, batch_size, max_new_tokens, prompts,
+                                               nbest if asr else 0, ctc_weight)
             r = scores(examples, hyps[name, split])
             log({"stage": "eval", "model": name, "split": split, **r, "n": len(examples), "time": time.time() - t0})
             print_result(split, r, len(examples))

@@ -6,7 +6,12 @@ The speech-aware LLM: conformer encoder -> projector -> decoder LLM.
 The projector stacks `stack` consecutive encoder frames (40 ms each after the encoder's 4x
 subsampling) and maps them to the LLM width with a small MLP, so the LLM sees one audio
 embedding per 80 ms by default. SFT is cross-entropy on the target tokens only.
+
+Decoding is greedy, or joint CTC/attention rescoring (`decode(nbest=N)`, after Watanabe et al.
+2017): the greedy output and N samples are scored by the LLM and by the encoder's CTC head
+(kept from stage 0), and the best sum wins.
 """
+import math
 from dataclasses import dataclass
 
 import torch
@@ -14,7 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nanospeechrl.checkpoint import load_checkpoint, read_config
-from nanospeechrl.encoder import Encoder, EncoderConfig
+from nanospeechrl.corpus import normalize
+from nanospeechrl.encoder import CTCHead, Encoder, EncoderConfig, ctc_labels, ctc_logprob
 from nanospeechrl.llm import LLM, LLMConfig
 from nanospeechrl.sampler import generate, sequence_logprobs
 from nanospeechrl.tokenizer import Tokenizer
@@ -43,6 +49,7 @@ class SpeechLM(nn.Module):
     def __init__(self, encoder_config, llm, projector_config=ProjectorConfig()):
         super().__init__()
         self.encoder = Encoder(encoder_config)
+        self.ctc_head = CTCHead(encoder_config) if encoder_config.vocab_size else None  # stage 0's, for decode()
         self.projector = Projector(encoder_config.d_model, llm.config.n_embd, projector_config.stack)
         self.llm = llm
 
@@ -98,13 +105,48 @@ class SpeechLM(nn.Module):
         return sequence_logprobs(self.llm, self.prompts(audio, audio_lens, prompt_ids), None, tokens, lengths,
                                  temperature)
 
-    def transcribe(self, feats, feat_lens, tokenizer, task="asr", prompt="", max_new_tokens=128,
-                   temperature=0.0, **sampling):
-        """Greedy (default) decoding of a batch of log-mel features -> list of strings."""
+    @torch.no_grad()
+    def decode(self, feats, feat_lens, prompt_ids, tokenizer, max_new_tokens=128, nbest=0, ctc_weight=0.1,
+               generator=None, **sampling):
+        """Log-mel features and per-row prompt ids -> one string per row.
+        nbest=0: one completion, greedy unless `sampling` (temperature, top_k, top_p) says otherwise.
+        nbest>0 (ASR): the greedy output and nbest samples at temperature 1 are the candidates;
+        the one with the highest (1 - ctc_weight) * log P_llm + ctc_weight * log P_ctc wins, each
+        log-probability of the whole candidate (the CTC term on its normalised characters;
+        none without a CTC head)."""
+        if nbest and sampling.get("temperature", 0.0) != 0.0:
+            raise ValueError("decode: nbest rescoring starts from the greedy output; leave temperature at 0")
+        hidden, lens = self.encoder(feats, feat_lens)
+        audio = self.projector(hidden, lens)
+        outs = [self.generate_from_audio(*audio, prompt_ids, tokenizer.eos_id, max_new_tokens, generator=generator,
+                                         **{"temperature": 0.0, **sampling})]
+        if nbest:  # temperature 1: the samples' log-probs are the model's own, comparable with greedy's.
+            # A sample twice as long as every greedy output is a loop: stop there, and drop it below.
+            budget = min(max_new_tokens, 2 * int(outs[0].lengths.max()) + 8)
+            outs.append(self.generate_from_audio(*audio, prompt_ids, tokenizer.eos_id, budget,
+                                                 temperature=1.0, num_samples=nbest, generator=generator))
+        B = len(prompt_ids)
+        texts, llm, dropped = [[] for _ in range(B)], [], []
+        for j, out in enumerate(outs):  # rows are prompt-major: row r continues prompt r // k
+            k = len(out.lengths) // B
+            for r, (row, n) in enumerate(zip(out.tokens.tolist(), out.lengths.tolist())):
+                texts[r // k].append(tokenizer.decode(row[:n]))
+            llm.append(out.logprobs.float().sum(dim=1).view(B, k))
+            last = out.tokens.gather(1, out.lengths[:, None] - 1).view(B, k)
+            dropped.append((last != tokenizer.eos_id) & (j > 0))  # an unfinished sample (greedy always stays)
+        if not nbest:
+            return [row[0] for row in texts]
+        score = (1 - ctc_weight) * torch.cat(llm, dim=1)  # (B, 1 + nbest)
+        if self.ctc_head is not None:
+            labels = [[ctc_labels(normalize(t)) for t in row] for row in texts]
+            score = score + ctc_weight * ctc_logprob(self.ctc_head(hidden), lens, labels).to(score.device)
+        score = score.masked_fill(torch.cat(dropped, dim=1), -math.inf)
+        return [row[i] for row, i in zip(texts, score.argmax(dim=1).tolist())]
+
+    def transcribe(self, feats, feat_lens, tokenizer, task="asr", prompt="", max_new_tokens=128, **decoding):
+        """A batch of log-mel features -> list of strings; decoding: decode()'s options (default greedy)."""
         ids = [tokenizer.task_id(task)] + tokenizer.encode(prompt)
-        out = self.generate(feats, feat_lens, [ids] * len(feats), tokenizer.eos_id, max_new_tokens,
-                            temperature=temperature, **sampling)
-        return [tokenizer.decode(row[:n].tolist()) for row, n in zip(out.tokens, out.lengths)]
+        return self.decode(feats, feat_lens, [ids] * len(feats), tokenizer, max_new_tokens, **decoding)
 
 
 def prompt_ids(tokenizer, example, max_tokens):

@@ -1,8 +1,12 @@
+import itertools
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 
 from nanospeechrl.encoder import (
-    CTCHead, Encoder, EncoderConfig, Subsample, ctc_greedy_decode, ctc_loss, subsampled_lengths,
+    CTCHead, Encoder, EncoderConfig, Subsample, ctc_greedy_decode, ctc_logprob, ctc_loss, subsampled_lengths,
 )
 
 TINY = dict(d_model=32, n_layer=2, n_head=2, conv_kernel=7, vocab_size=6)
@@ -79,6 +83,24 @@ def test_ctc_greedy_decode_collapses_repeats_and_blanks():
     logits = torch.nn.functional.one_hot(torch.tensor([p + [0] * (11 - len(p)) for p in paths]), 10).float()
     assert ctc_greedy_decode(logits, torch.tensor([11, 5])) == [[3, 3, 5, 2], [4, 1]]
     assert ctc_greedy_decode(logits, torch.tensor([0, 1])) == [[], [4]]
+
+
+def test_ctc_logprob_is_the_sum_over_all_alignments():
+    """Naive twin: enumerate every frame path, keep those that collapse to the labels, logsumexp."""
+    torch.manual_seed(0)
+    logits, lengths = torch.randn(2, 5, 3), torch.tensor([5, 3])
+    labels = [[[1, 2], [], [1, 1]], [[2], [1, 2, 1, 2], [2, 2]]]  # [1, 2, 1, 2] cannot fit in 3 frames
+    got = ctc_logprob(logits, lengths, labels)
+    log_probs = logits.log_softmax(-1)
+    for b, row in enumerate(labels):
+        paths = {}
+        for path in itertools.product(range(3), repeat=int(lengths[b])):
+            collapsed = tuple(ctc_greedy_decode(F.one_hot(torch.tensor([path]), 3).float(), torch.tensor([len(path)]))[0])
+            score = sum(log_probs[b, t, k] for t, k in enumerate(path))
+            paths[collapsed] = torch.logaddexp(paths.get(collapsed, torch.tensor(-math.inf)), score)
+        want = torch.stack([paths.get(tuple(seq), torch.tensor(-math.inf)) for seq in row])
+        torch.testing.assert_close(got[b], want, atol=1e-5, rtol=0)
+    assert got[1, 1] == -math.inf
 
 
 def test_tiny_encoder_learns_label_sequences():

@@ -10,6 +10,7 @@ import torch
 
 from nanospeechrl import audio
 from nanospeechrl.checkpoint import save_checkpoint
+from nanospeechrl.data import collate
 from nanospeechrl.encoder import EncoderConfig
 from nanospeechrl.llm import LLM, LLMConfig
 from nanospeechrl.speechlm import ProjectorConfig, SpeechLM, load_speechlm
@@ -70,7 +71,7 @@ def run_cli(*args):
 
 
 def test_transcribe_cli_reports_bad_files_and_keeps_going(files):
-    r = run_cli("transcribe", "--ckpt", files["ckpt"], "--max-new-tokens", 6, "--device", "cpu",
+    r = run_cli("transcribe", "--ckpt", files["ckpt"], "--max-new-tokens", 6, "--device", "cpu", "--nbest", 0,
                 files["a"], files["bad"], files["missing"], files["long"], files["b"])
     assert r.returncode == 1, r.stderr
     expected = [expected_line(files, "a"), expected_line(files, "b")]
@@ -82,7 +83,7 @@ def test_transcribe_cli_reports_bad_files_and_keeps_going(files):
     assert errors[1].startswith(f"error: {files['missing']}: ")
     assert errors[2].startswith(f"error: {files['long']}: ") and "longer than this model accepts" in errors[2]
 
-    r = run_cli("transcribe", "--ckpt", files["ckpt"], "--max-new-tokens", 6, files["a"], files["b"])
+    r = run_cli("transcribe", "--ckpt", files["ckpt"], "--max-new-tokens", 6, "--nbest", 0, files["a"], files["b"])
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == expected
     assert r.stderr == ""
@@ -91,7 +92,7 @@ def test_transcribe_cli_reports_bad_files_and_keeps_going(files):
 def test_sampling_flags(files, capsys):
     sample = load_sample_module()
     common = ["transcribe", "--ckpt", str(files["ckpt"]), "--max-new-tokens", "6", str(files["a"]), str(files["b"])]
-    assert sample.main(common) == 0
+    assert sample.main(common + ["--nbest", "0"]) == 0
     greedy = capsys.readouterr().out
     assert sample.main(common + ["--temperature", "1.0", "--top-k", "1", "--seed", "7"]) == 0
     assert capsys.readouterr().out == greedy  # top-k 1 keeps only the argmax
@@ -100,6 +101,23 @@ def test_sampling_flags(files, capsys):
         assert sample.main(common + ["--temperature", "1.5", "--seed", "7", "--batch-size", "1"]) == 0
         sampled.append(capsys.readouterr().out)
     assert sampled[0] == sampled[1]  # same seed, same samples
+    assert sample.main(common + ["--temperature", "0.7", "--nbest", "4"]) == 1  # two decodings at once: no
+    assert "--nbest 0" in capsys.readouterr().err
+
+
+def test_nbest_is_the_default(files, capsys):
+    """transcribe rescores greedy + 16 samples by default, as train_asr.py evaluates: the output
+    equals SpeechLM.decode(nbest=16) on the same batch with the same seed."""
+    sample = load_sample_module()
+    model, tok = load_speechlm(files["ckpt"])
+    feats = [audio.log_mel(audio.load(files[name])) for name in ("a", "b")]
+    b = collate(feats)
+    texts = model.transcribe(b["feats"], b["feat_lens"], tok, max_new_tokens=40, nbest=16, ctc_weight=0.1,
+                             generator=torch.Generator().manual_seed(0))
+    assert texts != model.transcribe(b["feats"], b["feat_lens"], tok, max_new_tokens=40)  # not just greedy
+    assert sample.main(["transcribe", "--ckpt", str(files["ckpt"]), "--max-new-tokens", "40", str(files["a"]),
+                        str(files["b"])]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"{files[n]}\t{' '.join(t.split())}" for n, t in zip("ab", texts)]
 
 
 def test_not_a_speechlm_checkpoint(files, tmp_path, capsys):

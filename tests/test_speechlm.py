@@ -1,3 +1,4 @@
+import math
 import re
 from dataclasses import asdict
 
@@ -8,8 +9,10 @@ import torch.nn.functional as F
 
 from nanospeechrl.checkpoint import save_checkpoint
 from nanospeechrl.data import collate
-from nanospeechrl.encoder import CTCHead, Encoder, EncoderConfig
+from nanospeechrl.corpus import normalize
+from nanospeechrl.encoder import CTC_CHARS, CTCHead, Encoder, EncoderConfig, ctc_labels
 from nanospeechrl.llm import LLM, LLMConfig
+from nanospeechrl.sampler import generate_naive
 from nanospeechrl.speechlm import Projector, ProjectorConfig, SpeechLM, load_speechlm
 from nanospeechrl.tokenizer import Tokenizer
 
@@ -156,6 +159,68 @@ def test_overfit_three_utterances(tokenizer):
     model.eval()
     assert model.transcribe(x, lens, tokenizer, max_new_tokens=16) == TEXTS
     assert model.transcribe(x[1:2, :56], lens[1:2], tokenizer, max_new_tokens=16) == [TEXTS[1]]
+
+
+def nbest_naive(model, tokenizer, x, lens, nbest, ctc_weight, max_new_tokens, seed):
+    """decode(nbest=...) the slow way: the uncached sampler, one teacher-forced LLM pass and one
+    CTC pass per candidate, a Python max."""
+    prompt = [tokenizer.task_id("asr")]
+    hidden, hlens = model.encoder(x, lens)
+    audio, alens = model.projector(hidden, hlens)
+    ctc = model.ctc_head(hidden)
+    greedy = generate_naive(model.llm, model.prompts(audio, alens, [prompt] * len(x)), max_new_tokens=max_new_tokens,
+                            temperature=0.0, eos_id=tokenizer.eos_id)
+    samples = generate_naive(model.llm, model.prompts(audio, alens, [prompt] * len(x)), max_new_tokens=max_new_tokens,
+                             temperature=1.0, eos_id=tokenizer.eos_id, num_samples=nbest,
+                             generator=torch.Generator().manual_seed(seed))
+    out = []
+    for b in range(len(x)):
+        best, best_score = None, -math.inf
+        rows = [(greedy, b)] + [(samples, b * nbest + g) for g in range(nbest)]
+        for k, (roll, r) in enumerate(rows):
+            ids = roll.tokens[r, :roll.lengths[r]]
+            if k > 0 and ids[-1] != tokenizer.eos_id:  # an unfinished sample is no candidate
+                continue
+            llm = model.logprobs_from_audio(audio[b:b + 1], alens[b:b + 1], [prompt], ids[None],
+                                            roll.lengths[r:r + 1]).sum()
+            text = tokenizer.decode(ids.tolist())
+            labels = ctc_labels(normalize(text))
+            ctc_lp = -F.ctc_loss(ctc[b, :hlens[b]].log_softmax(-1), torch.tensor(labels, dtype=torch.long),
+                                 hlens[b:b + 1], torch.tensor([len(labels)]), reduction="sum")
+            score = (1 - ctc_weight) * llm + ctc_weight * ctc_lp
+            if best is None or score > best_score:  # the first of equals, as argmax
+                best, best_score = text, score
+        out.append(best)
+    return out
+
+
+@pytest.mark.parametrize("ctc_weight", [0.0, 0.3, 1.0])
+def test_nbest_decode_equals_naive_rescoring(tokenizer, ctc_weight):
+    torch.manual_seed(0)
+    enc, llm = configs(tokenizer)
+    enc.vocab_size = len(CTC_CHARS) + 1
+    model = SpeechLM(enc, LLM(llm), ProjectorConfig(stack=2)).eval()
+    with torch.no_grad():  # wide weights: far from ties, and the LLM's choice is not the CTC head's
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, 0.3)
+    eos_bias = torch.zeros(tokenizer.vocab_size)
+    eos_bias[tokenizer.eos_id] = 4.0  # most samples finish within 6 tokens (unfinished ones are dropped)
+    model.llm.register_forward_hook(lambda module, inputs, logits: logits + eos_bias)
+    x, lens, _ = batch([23, 81, 50, 64], seed=2)
+    prompts = [[tokenizer.task_id("asr")]] * 4
+
+    def decode(weight):
+        return model.decode(x, lens, prompts, tokenizer, max_new_tokens=6, nbest=5, ctc_weight=weight,
+                            generator=torch.Generator().manual_seed(1))
+
+    got = decode(ctc_weight)
+    assert got == nbest_naive(model, tokenizer, x, lens, 5, ctc_weight, 6, seed=1)
+    assert got != model.decode(x, lens, prompts, tokenizer, max_new_tokens=6)  # a sample beat greedy somewhere
+    if ctc_weight > 0:
+        assert got != decode(0.0)  # and the CTC term changed a choice
+    with pytest.raises(ValueError, match="temperature"):
+        model.decode(x, lens, prompts, tokenizer, nbest=2, temperature=0.7)
 
 
 # ----------------------------------------------------------------------------- checkpoints
