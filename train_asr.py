@@ -22,7 +22,8 @@ English speech to Spanish text), mix (all three). Each built-in task has its own
 Each stage checkpoints to <out>/stage<k> (atomic) and `--resume` continues where a run
 stopped. Metrics go to <out>/metrics.jsonl, one JSON object per logged step. At the end,
 every finished model (stage1, stage1b, stage2, stage2-mixed) is evaluated, with paired-bootstrap
-intervals for the WER (asr) or BLEU (sqa, ast) differences.
+intervals for the WER (asr) or BLEU (sqa, ast) differences. ASR outputs are the best of the greedy
+transcript and --nbest samples by LLM and CTC scores (stage 0's CTC head stays in the model).
 """
 import argparse
 import copy
@@ -159,6 +160,9 @@ def parse_args(argv=None):
             task_rewards(cfg)
         except ValueError as e:
             parser.error(str(e))
+    if not cfg.freeze_encoder and cfg.nbest and cfg.ctc_weight:
+        print("warning: --no-freeze-encoder trains the encoder in stages 1-2 but not the CTC head from stage 0 "
+              "that --nbest rescoring scores with; --ctc-weight 0 rescores by the LLM alone")
     if ("2" in stages or "1b" in stages) and "1" not in stages and not done(cfg.out, "stage1"):
         parser.error(f"stages 2 and 1b start from the SFT checkpoint {os.path.join(cfg.out, 'stage1')}, which "
                      f"is missing or unfinished: run stage 1 first (--stages 0,1,2) or point --out at a finished run")
