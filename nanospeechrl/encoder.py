@@ -224,9 +224,9 @@ def ctc_logprob(logits, lengths, labels):
     B, K = len(labels), len(labels[0])
     log_probs = F.log_softmax(logits.float(), dim=-1).repeat_interleave(K, dim=0).transpose(0, 1)  # (T', B*K, V)
     flat = [seq for row in labels for seq in row]
-    targets = torch.tensor([i for seq in flat for i in seq], dtype=torch.long)
-    nll = F.ctc_loss(log_probs, targets, lengths.repeat_interleave(K), torch.tensor([len(s) for s in flat]),
-                     blank=0, reduction="none")
+    targets = torch.tensor([i for seq in flat for i in seq], dtype=torch.long, device=logits.device)
+    target_lengths = torch.tensor([len(seq) for seq in flat], device=logits.device)
+    nll = F.ctc_loss(log_probs, targets, lengths.repeat_interleave(K), target_lengths, blank=0, reduction="none")
     return -nll.view(B, K)
 
 
