@@ -31,7 +31,6 @@ import json
 import os
 import random
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -39,9 +38,9 @@ from tqdm import tqdm
 
 from nanospeechrl import data, rewards, trainer
 from nanospeechrl.audio import AudioError, spec_augment
-from nanospeechrl.builtin import TASK_SPLITS, CorpusConfig, build_corpus
 from nanospeechrl.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from nanospeechrl.corpus import normalize
+from nanospeechrl.datasets import TASKS, load_data
 from nanospeechrl.devices import Phases, pick_device
 from nanospeechrl.encoder import CTC_CHARS, CTCHead, Encoder, EncoderConfig, ctc_labels, ctc_loss
 from nanospeechrl.evaluate import evaluate_ctc, evaluate_models
@@ -112,7 +111,6 @@ PRESETS = {
                   ctc_steps=20000, sft_steps=20000, lr=1e-3, batch_frames=40000, n_train=40000, eval_batch=64,
                   spec_augment=True, rl_steps=1000, rl_batch=128, num_generations=8),
 }
-TASKS = {"asr": ["asr"], "sqa": ["sqa"], "ast": ["ast"], "mix": ["asr", "sqa", "ast"]}
 UNDERSTANDING = dict(rl_data="all", loss_type="dapo", beta=0.02)  # GRPO as in arXiv 2509.16990 (SEEDS.md B)
 TASK_DEFAULTS = {  # overrides per --task, applied before the preset's and the command line's
     "sqa": dict(out="out/sqa", **UNDERSTANDING), "ast": dict(out="out/ast", **UNDERSTANDING),
@@ -194,46 +192,6 @@ def saved_state(out, stage):
 def done(out, stage):
     """The finished-flag of a stage's checkpoint, or None when there is none."""
     return saved_state(out, stage).get("done")
-
-
-# ----------------------------------------------------------------------------- data
-
-def load_data(cfg):
-    """-> (train examples, {eval name: examples}, skipped Counter)."""
-    if cfg.data == "builtin":
-        sizes = {"asr": cfg.n_train, "sqa": cfg.n_sqa, "ast": cfg.n_ast}
-        train_spec, specs = [], {}
-        for task in TASKS[cfg.task]:
-            root = build_corpus(CorpusConfig(task=task, seed=cfg.seed, n_train=sizes[task], n_test=cfg.n_test))
-            train_spec.append(os.path.join(root, "train.jsonl"))
-            for split in TASK_SPLITS[task][1:]:
-                if cfg.task != "mix":
-                    specs[split] = os.path.join(root, f"{split}.jsonl")
-                elif split in ("test", "test_accent"):  # mix: the test sets only, to keep the run short
-                    specs[f"{task}/{split}"] = os.path.join(root, f"{split}.jsonl")
-    else:
-        train_spec, specs = [cfg.data], {}
-    for item in filter(None, cfg.eval.split(",")):
-        name, _, spec = item.partition("=")
-        if not spec:
-            raise SystemExit(f"--eval expects name=path items, got {item!r}")
-        specs[name] = spec
-    # Empty transcripts in training data are skipped and counted; other bad lines need --skip-bad.
-    train, skipped = [], Counter()
-    for spec in train_spec:
-        examples, bad = data.load_examples(spec, skip_bad=cfg.skip_bad, skip_empty=True)
-        train += examples
-        skipped.update(bad)
-    evals = {}
-    for name, spec in specs.items():
-        evals[name], eval_skipped = data.load_examples(spec, skip_bad=cfg.skip_bad)
-        if eval_skipped:
-            print(f"skipped in eval set {name}: {dict(eval_skipped)}")
-    if not evals:  # no eval set given: hold out a slice of the training data
-        random.Random(cfg.seed).shuffle(train)
-        n = max(1, min(200, len(train) // 50))
-        evals, train = {"heldout": train[:n]}, train[n:]
-    return train, evals, skipped
 
 
 # ----------------------------------------------------------------------------- training
