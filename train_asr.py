@@ -16,6 +16,8 @@ Stage 2:  GRPO from the SFT model: G sampled transcripts per utterance, rule-bas
           group advantages, clipped policy loss with a KL to the frozen SFT model.
           With --off-policy reference (mixed-policy GRPO) it writes <out>/stage2-mixed instead.
 Stage 1b: the control for stage 2: SFT continued for the wall time stage 2 took.
+With --rl-holdout N, N training utterances are kept out of stages 0-1: stage 2 learns on them
+and stage 1b trains on them too (on everything GRPO saw).
     python train_asr.py --stages 1b     # after a run with stage 2: the equal-time SFT row
 Tasks (--task): asr (transcribe), sqa (answer a question about the audio), ast (translate
 English speech to Spanish text), mix (all three). Each built-in task has its own corpus.
@@ -93,7 +95,8 @@ class TrainConfig:
     rl_batch: int = 32  # completions per step: (utterances per step) * num_generations
     reward: str = ""  # name:weight,... from rewards.REWARDS; empty: each task's rewards.TASK_REWARDS
     rl_data: str = "hard"  # hard (the SFT model errs or its samples disagree) | all | long (3 utterances joined)
-    rl_pool: int = 1000  # --rl-data hard: training utterances screened
+    rl_holdout: int = 0  # training utterances kept out of stages 0-1 for stage 2 and 1b (datasets.py)
+    rl_pool: int = 1000  # --rl-data hard: RL utterances screened
     rl_ckpt_every: int = 25  # stage 2 steps between checkpoints
     # logging and evaluation
     log_every: int = 25  # steps between metrics lines
@@ -289,11 +292,13 @@ def main(argv=None):
 
     precision = "bf16 autocast" if trainer.uses_bf16(device) else "fp32"
     print(f"device {device} ({precision}), config {json.dumps(asdict(cfg))}, grpo {json.dumps(asdict(gcfg))}")
-    train, evals, skipped = load_data(cfg)
+    train, rl_train, evals, skipped = load_data(cfg)
     enc_cfg = EncoderConfig(d_model=cfg.d_model, n_layer=cfg.enc_layers, dropout=cfg.dropout,
                             vocab_size=len(CTC_CHARS) + 1)
     cache = os.path.join(os.path.dirname(cfg.out.rstrip("/")) or ".", "feature-cache")
     feats, train, bad = data.features(train, cache, cfg.skip_bad, enc_cfg.max_frames)
+    skipped.update(bad)
+    rl_feats, rl_train, bad = data.features(rl_train, cache, cfg.skip_bad, enc_cfg.max_frames)
     skipped.update(bad)
     for name, examples in evals.items():
         eval_feats, kept, eval_skipped = data.features(examples, cache, cfg.skip_bad, enc_cfg.max_frames)
@@ -302,8 +307,8 @@ def main(argv=None):
         evals[name] = (kept, eval_feats)
     if skipped:
         print(f"skipped training examples: {dict(skipped)}")
-    print(f"train: {len(train)} utterances, {sum(len(f) for f in feats) / 360000:.2f} h; "
-          + ", ".join(f"{k}: {len(v[0])}" for k, v in evals.items()))
+    print(f"train: {len(train)} utterances, {sum(len(f) for f in feats) / 360000:.2f} h; RL hold-out: "
+          f"{len(rl_train)}; " + ", ".join(f"{k}: {len(v[0])}" for k, v in evals.items()))
 
     stages = cfg.stages.split(",")
     tok_path = os.path.join(cfg.out, "tokenizer.json")
@@ -338,15 +343,17 @@ def main(argv=None):
                         dropout=cfg.dropout, max_seq_len=640)
     ckpt_config = {"train": asdict(cfg), "grpo": asdict(gcfg), "encoder": asdict(enc_cfg), "llm": asdict(llm_cfg),
                    "projector": {"stack": cfg.stack}}
-    targets = [tokenizer.encode(ex.text) + [tokenizer.eos_id] for ex in train]
-    prompts = [prompt_ids(tokenizer, ex, cfg.max_prompt_tokens)[0] for ex in train]
+    all_feats = feats + rl_feats  # stage 1 trains on the first len(train), stage 1b on all
+    targets = [tokenizer.encode(ex.text) + [tokenizer.eos_id] for ex in train + rl_train]
+    prompts = [prompt_ids(tokenizer, ex, cfg.max_prompt_tokens)[0] for ex in train + rl_train]
     for name, examples in [("train", train)] + [(k, v[0]) for k, v in evals.items()]:
         n_cut = sum(prompt_ids(tokenizer, ex, cfg.max_prompt_tokens)[1] for ex in examples)
         if n_cut:
             print(f"warning: {n_cut} prompts in {name} are longer than --max-prompt-tokens "
                   f"{cfg.max_prompt_tokens} and were truncated")
 
-    def sft(name, init, steps, **kw):
+    def sft(name, init, steps, n, **kw):
+        """SFT on the first n of train + rl_train (stage 1: train; stage 1b: both, as GRPO saw both)."""
         model = SpeechLM(enc_cfg, LLM(llm_cfg), ProjectorConfig(cfg.stack)).to(device)
         resumed = done(cfg.out, name) if cfg.resume else None  # None: start fresh
         if resumed is not None:
@@ -361,7 +368,7 @@ def main(argv=None):
         model.ctc_head.requires_grad_(False)
         hidden = None  # a frozen encoder's outputs, computed once (not needed if the stage is done)
         if cfg.freeze_encoder and not resumed:
-            hidden = encode_all(model.encoder, feats, cfg.eval_batch, device)
+            hidden = encode_all(model.encoder, all_feats[:n], cfg.eval_batch, device)
 
         def sft_step(idx):
             if hidden is not None:  # frozen encoder: its cached output through the (trained) projector
@@ -369,14 +376,15 @@ def main(argv=None):
                 h = spec_augment(b["feats"], **HIDDEN_MASKS, generator=gen) if cfg.sft_augment else b["feats"]
                 audio = model.projector(h, b["feat_lens"])
             else:
-                b = to_batch(feats, idx, device, cfg.spec_augment, gen)
+                b = to_batch(all_feats, idx, device, cfg.spec_augment, gen)
                 audio = model.encode(b["feats"], b["feat_lens"])
             return model.sft_loss_from_audio(*audio, [prompts[i] for i in idx], [targets[i] for i in idx])
 
-        train_stage(name, model, sft_step, feats, steps, cfg, device, ckpt_config, tokenizer, log, gen, **kw)
+        train_stage(name, model, sft_step, all_feats[:n], steps, cfg, device, ckpt_config, tokenizer, log, gen,
+                    **kw)
 
     if "1" in stages:
-        sft("stage1", "stage0", cfg.sft_steps)
+        sft("stage1", "stage0", cfg.sft_steps, len(train))
 
     # Stage 2: GRPO from the SFT model
     if "2" in stages and cfg.resume and saved_state(cfg.out, rl_stage(gcfg)).get("step", 0) >= cfg.rl_steps:
@@ -385,12 +393,13 @@ def main(argv=None):
         model = SpeechLM(enc_cfg, LLM(llm_cfg), ProjectorConfig(cfg.stack)).to(device)
         load_checkpoint(os.path.join(cfg.out, "stage1"), model)
         t_setup = time.time()  # RL data construction counts as stage-2 time
-        rl_train, rl_feats = train, feats
+        pool = slice(len(train), None) if rl_train else slice(None)  # --rl-holdout 0: the SFT training set
+        rl_train, rl_feats = (train + rl_train)[pool], all_feats[pool]
         if cfg.rl_data == "long":
-            rl_train, rl_feats = joined_examples(train, feats, 3, enc_cfg.max_frames, cfg.seed)
+            rl_train, rl_feats = joined_examples(rl_train, rl_feats, 3, enc_cfg.max_frames, cfg.seed)
         elif cfg.rl_data == "hard":
-            rl_train, rl_feats = hard_examples(model, tokenizer, train, feats, prompts, cfg.rl_pool, cfg.eval_batch,
-                                               gcfg.max_new_tokens, gcfg.temperature, cfg.seed, device)
+            rl_train, rl_feats = hard_examples(model, tokenizer, rl_train, rl_feats, prompts[pool], cfg.rl_pool,
+                                               cfg.eval_batch, gcfg.max_new_tokens, gcfg.temperature, cfg.seed, device)
         print(f"{rl_stage(gcfg)}: {len(rl_train)} RL utterances (--rl-data {cfg.rl_data})")
         if not rl_train:
             raise SystemExit(f"{rl_stage(gcfg)}: no RL utterances with --rl-data {cfg.rl_data}; try --rl-data all")
@@ -400,7 +409,7 @@ def main(argv=None):
     if "1b" in stages:
         seconds = saved_state(cfg.out, rl_stage(gcfg))["elapsed"]
         print(f"stage1b: SFT from stage1 for {seconds:.0f} s, the wall time stage 2 took")
-        sft("stage1b", "stage1", 10 ** 9, lr_fn=lambda step: 0.1 * cfg.lr, seconds=seconds,
+        sft("stage1b", "stage1", 10 ** 9, len(train) + len(rl_train), lr_fn=lambda step: 0.1 * cfg.lr, seconds=seconds,
             init_opt=os.path.join(cfg.out, "stage1"))  # stage 1's AdamW state: SFT simply goes on
 
     # Every finished model, the equal-time SFT control (if run) as the baseline to beat
