@@ -394,22 +394,23 @@ def main(argv=None):
         load_checkpoint(os.path.join(cfg.out, "stage1"), model)
         t_setup = time.time()  # RL data construction counts as stage-2 time
         pool = slice(len(train), None) if rl_train else slice(None)  # --rl-holdout 0: the SFT training set
-        rl_train, rl_feats = (train + rl_train)[pool], all_feats[pool]
+        examples, ex_feats = (train + rl_train)[pool], all_feats[pool]
         if cfg.rl_data == "long":
-            rl_train, rl_feats = joined_examples(rl_train, rl_feats, 3, enc_cfg.max_frames, cfg.seed)
+            examples, ex_feats = joined_examples(examples, ex_feats, 3, enc_cfg.max_frames, cfg.seed)
         elif cfg.rl_data == "hard":
-            rl_train, rl_feats = hard_examples(model, tokenizer, rl_train, rl_feats, prompts[pool], cfg.rl_pool,
+            examples, ex_feats = hard_examples(model, tokenizer, examples, ex_feats, prompts[pool], cfg.rl_pool,
                                                cfg.eval_batch, gcfg.max_new_tokens, gcfg.temperature, cfg.seed, device)
-        print(f"{rl_stage(gcfg)}: {len(rl_train)} RL utterances (--rl-data {cfg.rl_data})")
-        if not rl_train:
+        print(f"{rl_stage(gcfg)}: {len(examples)} RL utterances (--rl-data {cfg.rl_data})")
+        if not examples:
             raise SystemExit(f"{rl_stage(gcfg)}: no RL utterances with --rl-data {cfg.rl_data}; try --rl-data all")
-        grpo_stage(model, tokenizer, rl_train, rl_feats, cfg, gcfg, device, ckpt_config, log, time.time() - t_setup)
+        grpo_stage(model, tokenizer, examples, ex_feats, cfg, gcfg, device, ckpt_config, log, time.time() - t_setup)
 
     # Stage 1b: the equal-time control for stage 2
     if "1b" in stages:
         seconds = saved_state(cfg.out, rl_stage(gcfg))["elapsed"]
-        print(f"stage1b: SFT from stage1 for {seconds:.0f} s, the wall time stage 2 took")
-        sft("stage1b", "stage1", 10 ** 9, len(train) + len(rl_train), lr_fn=lambda step: 0.1 * cfg.lr, seconds=seconds,
+        print(f"stage1b: SFT from stage1 for {seconds:.0f} s, the wall time stage 2 took, on {len(all_feats)} "
+              f"utterances (training set + RL hold-out)")
+        sft("stage1b", "stage1", 10 ** 9, len(all_feats), lr_fn=lambda step: 0.1 * cfg.lr, seconds=seconds,
             init_opt=os.path.join(cfg.out, "stage1"))  # stage 1's AdamW state: SFT simply goes on
 
     # Every finished model, the equal-time SFT control (if run) as the baseline to beat

@@ -175,11 +175,12 @@ def test_stage2_rl_data(corpus, run_copy, rl_data):
 
 
 def test_stage2_trains_on_the_hold_out(corpus, run_copy):
-    r = train_asr(*data_args(corpus), "--out", run_copy, "--stages", "2", "--rl-data", "all", "--rl-steps", "1",
+    r = train_asr(*data_args(corpus), "--out", run_copy, "--stages", "2,1b", "--rl-data", "all", "--rl-steps", "1",
                   "--rl-holdout", "2", "--no-evaluate", cwd=corpus)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "train: 4 utterances" in r.stdout and "RL hold-out: 2;" in r.stdout
     assert "stage2: 2 RL utterances (--rl-data all)" in r.stdout
+    assert "on 6 utterances (training set + RL hold-out)" in r.stdout  # the control saw what GRPO saw
 
 
 def test_stage1b_equal_time_control(corpus, run_copy):
