@@ -1,13 +1,14 @@
 """Benchmark bf16 autocast against fp32 for the two supervised training steps of train_asr.py.
 
-    python bench/bf16.py [--steps 40]
+    python bench/bf16.py [--steps 40] [--preset small]
 
-Stage 0 (CTC step of the tiny conformer) and stage 1 (SFT step of the tiny speech LLM on
-cached encoder outputs), each on the same length-bucketed batches (6,000 frames, lengths
+Stage 0 (CTC step of the preset's conformer) and stage 1 (SFT step of its speech LLM on
+cached encoder outputs), each on the same length-bucketed batches (the preset's frames, lengths
 drawn like the built-in corpus's), three ways: fp32; bf16 autocast with batches padded to
 exact lengths; bf16 with lengths padded to trainer.SHAPE_MULTIPLE frames, as training does.
 On a CPU, bf16 runs on oneDNN kernels compiled once per shape: without the padding almost
-every batch is a new shape. Needs a CUDA GPU or a CPU with AMX to show a speed-up. The last
+every batch is a new shape. Needs a CPU with AMX to show a speed-up (on an H100 these models
+ran 0.7-1.0x fp32's speed in bf16, so train_asr.py keeps fp32 on CUDA). The last
 line is the stage-0 speed-up of padded bf16 over fp32, as a bare number.
 """
 import argparse
@@ -25,12 +26,13 @@ from nanospeechrl.devices import pick_device  # noqa: E402
 from nanospeechrl.encoder import CTC_CHARS, CTCHead, Encoder, EncoderConfig, ctc_loss  # noqa: E402
 from nanospeechrl.llm import LLM, LLMConfig  # noqa: E402
 from nanospeechrl.speechlm import ProjectorConfig, SpeechLM  # noqa: E402
+from train_asr import PRESETS, TrainConfig  # noqa: E402
 
 
-def run(step, lengths, n_steps, bf16, multiple, device):
+def run(step, lengths, n_steps, bf16, multiple, device, batch_frames):
     """Seconds per step over n_steps bucketed batches, the first few (warm-up) not counted."""
     trainer.SHAPE_MULTIPLE = multiple
-    batches = trainer.batches_forever(lengths, SimpleNamespace(batch_frames=6000, seed=0), [0, 0])
+    batches = trainer.batches_forever(lengths, SimpleNamespace(batch_frames=batch_frames, seed=0), [0, 0])
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for _ in range(3):
             step(next(batches))
@@ -48,7 +50,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--steps", type=int, default=40, help="timed steps per configuration")
+    parser.add_argument("--preset", default="tiny", choices=list(PRESETS), help="model sizes and batch of train_asr.py")
     args = parser.parse_args()
+    cfg = TrainConfig(**{k: v for k, v in PRESETS[args.preset].items() if k in TrainConfig.__dataclass_fields__})
     device = pick_device(args.device)
     torch.manual_seed(0)
     # Utterance lengths in frames like the built-in corpus (47-949, mean ~230).
@@ -56,7 +60,7 @@ def main():
     feats = [torch.randn(n, 80) for n in lengths]
     labels = [torch.randint(1, len(CTC_CHARS) + 1, (max(1, n // 16),)).tolist() for n in lengths]
 
-    enc_cfg = EncoderConfig(d_model=144, n_layer=4, dropout=0.0, vocab_size=len(CTC_CHARS) + 1)
+    enc_cfg = EncoderConfig(d_model=cfg.d_model, n_layer=cfg.enc_layers, dropout=0.0, vocab_size=len(CTC_CHARS) + 1)
     ctc = torch.nn.ModuleDict({"encoder": Encoder(enc_cfg), "head": CTCHead(enc_cfg)}).to(device)
 
     def ctc_step(idx):
@@ -64,22 +68,22 @@ def main():
         hidden, out_lens = ctc["encoder"](b["feats"], b["feat_lens"])
         ctc_loss(ctc["head"](hidden), out_lens, b["tokens"], b["token_lens"]).backward()
 
-    model = SpeechLM(enc_cfg, LLM(LLMConfig(vocab_size=384, n_embd=256, n_layer=4, max_seq_len=640)),
-                     ProjectorConfig(2)).to(device)
-    hidden = [torch.randn((n + 3) // 4, 144) for n in lengths]  # a frozen encoder's cached outputs
-    targets = [torch.randint(3, 384, (max(2, n // 12),)).tolist() for n in lengths]
+    llm_cfg = LLMConfig(vocab_size=cfg.vocab_size, n_embd=cfg.n_embd, n_layer=cfg.llm_layers, max_seq_len=640)
+    model = SpeechLM(enc_cfg, LLM(llm_cfg), ProjectorConfig(cfg.stack)).to(device)
+    hidden = [torch.randn((n + 3) // 4, cfg.d_model) for n in lengths]  # a frozen encoder's cached outputs
+    targets = [torch.randint(3, cfg.vocab_size, (max(2, n // 12),)).tolist() for n in lengths]
 
     def sft_step(idx):
         b = trainer.to_batch(hidden, idx, device)
         audio = model.projector(b["feats"], b["feat_lens"])
         model.sft_loss_from_audio(*audio, [[1]] * len(idx), [targets[i] for i in idx]).backward()
 
-    print(f"device {device}, {torch.get_num_threads()} threads, AMX: {trainer.CPU_AMX}, {args.steps} steps each")
+    print(f"device {device}, {torch.get_num_threads()} threads, AMX: {trainer.CPU_AMX}, {args.steps} steps each, "
+          f"preset {args.preset} ({cfg.batch_frames} frames per batch)")
     speedups = {}
     for name, step in [("stage 0 CTC", ctc_step), ("stage 1 SFT", sft_step)]:
-        fp32 = run(step, lengths, args.steps, False, 32, device)
-        exact = run(step, lengths, args.steps, True, 1, device)
-        padded = run(step, lengths, args.steps, True, 32, device)
+        fp32, exact, padded = (run(step, lengths, args.steps, bf16, multiple, device, cfg.batch_frames)
+                               for bf16, multiple in [(False, 32), (True, 1), (True, 32)])
         speedups[name] = fp32 / padded
         print(f"{name}: fp32 {fp32 * 1000:.0f} ms/step | bf16 exact lengths {exact * 1000:.0f} ms "
               f"({fp32 / exact:.2f}x) | bf16 padded to 32 frames {padded * 1000:.0f} ms ({fp32 / padded:.2f}x)")

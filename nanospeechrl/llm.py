@@ -15,6 +15,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+CUDA_SDPA = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 @dataclass
@@ -84,7 +87,12 @@ def attention_mask(q_slots, n_keys, pad):
 def sdpa(q, k, v, **kw):
     """F.scaled_dot_product_attention, but in fp32 under CPU autocast: PyTorch's bf16 CPU
     attention backward profiled ~8x slower than fp32's on our models, and attention is a small
-    share of their FLOPs. The result is fp32; the next Linear casts it back to bf16."""
+    share of their FLOPs. The result is fp32; the next Linear casts it back to bf16.
+    On CUDA, without cuDNN's attention (PyTorch's first choice for bf16 on H100s): it builds a
+    plan for every new shape, and our batches come in hundreds of shapes (bench/bf16.py)."""
+    if q.device.type == "cuda":
+        with sdpa_kernel(CUDA_SDPA):
+            return F.scaled_dot_product_attention(q, k, v, **kw)
     if q.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):
         return F.scaled_dot_product_attention(q, k, v, **kw)
     with torch.autocast("cpu", enabled=False):

@@ -96,6 +96,9 @@ def test_cuda_rollout_peak_excludes_optimizer_state():
     opt = torch.optim.AdamW(policy.parameters(), lr=1e-3)
     phases = Phases(dev, {"policy": policy, "reference": reference}, opt)
     x = torch.randn(8, 2048, device=dev)
+    with torch.no_grad():  # the first matmul allocates cuBLAS workspaces (64 MB on an H100), kept for good
+        policy.to(dev)(x)
+    other_mb = torch.cuda.memory_allocated(dev) / 2 ** 20 - params_mb  # memory no phase owns: workspaces, x
 
     def state_devices():
         return {v.device.type for _, _, v in optimizer_tensors(opt)}
@@ -118,9 +121,8 @@ def test_cuda_rollout_peak_excludes_optimizer_state():
         with torch.no_grad():
             for _ in range(3):
                 policy(x)
-    assert phases.stats["peak_mb/rollout"] < params_mb + state_mb
-    assert phases.stats["peak_mb/rollout"] < params_mb + state_mb / 2  # clearly without the moments
-    assert phases.stats["peak_mb/rollout"] >= params_mb
+    rollout_mb = phases.stats["peak_mb/rollout"] - other_mb
+    assert params_mb <= rollout_mb < params_mb + state_mb / 2  # clearly without the moments
     assert phases.stats["resident_mb/rollout"] == pytest.approx(params_mb)
 
     with phases("reference", "reference"):
@@ -128,7 +130,7 @@ def test_cuda_rollout_peak_excludes_optimizer_state():
         assert state_devices() == {"cpu"}
         with torch.no_grad():
             reference(x)
-    assert phases.stats["peak_mb/reference"] < params_mb + state_mb / 2
+    assert phases.stats["peak_mb/reference"] - other_mb < params_mb + state_mb / 2
 
     with phases("update", "policy", optimizer=True):
         assert state_devices() == {"cuda"}

@@ -198,13 +198,15 @@ def test_bf16_autocast_where_it_is_fast(monkeypatch):
     trainer = nanospeechrl.trainer
     monkeypatch.setattr(trainer, "BF16", True)
     monkeypatch.setattr(trainer, "CPU_AMX", True)
-    assert trainer.uses_bf16(cpu) and trainer.uses_bf16(cuda) and not trainer.uses_bf16(torch.device("mps"))
+    assert trainer.uses_bf16(cpu) and not trainer.uses_bf16(torch.device("mps"))
+    assert not trainer.uses_bf16(cuda)  # measured slower than fp32 on an H100 (bench/bf16.py)
     monkeypatch.setattr(trainer, "CPU_AMX", False)  # CPU bf16 without AMX is emulated: slower than fp32
-    assert not trainer.uses_bf16(cpu) and trainer.uses_bf16(cuda)
+    assert not trainer.uses_bf16(cpu)
     cfg, _ = load_train_asr().parse_args(["--no-bf16"])
     assert cfg.bf16 is False
+    monkeypatch.setattr(trainer, "CPU_AMX", True)
     monkeypatch.setattr(trainer, "BF16", False)  # what main does with --no-bf16
-    assert not trainer.uses_bf16(cuda)
+    assert not trainer.uses_bf16(cpu)
     with trainer.autocast(cpu):
         assert not torch.is_autocast_enabled("cpu")
 
