@@ -88,9 +88,9 @@ def sdpa(q, k, v, **kw):
     """F.scaled_dot_product_attention, but in fp32 under CPU autocast: PyTorch's bf16 CPU
     attention backward profiled ~8x slower than fp32's on our models, and attention is a small
     share of their FLOPs. The result is fp32; the next Linear casts it back to bf16.
-    On CUDA, without cuDNN's attention (PyTorch's first choice for bf16 on H100s): it builds a
+    In bf16 on CUDA, without cuDNN's attention (PyTorch's first choice on H100s): it builds a
     plan for every new shape, and our batches come in hundreds of shapes (bench/bf16.py)."""
-    if q.device.type == "cuda":
+    if q.device.type == "cuda" and q.dtype != torch.float32:
         with sdpa_kernel(CUDA_SDPA):
             return F.scaled_dot_product_attention(q, k, v, **kw)
     if q.device.type != "cpu" or not torch.is_autocast_enabled("cpu"):

@@ -64,7 +64,7 @@ BF16 = True  # bf16 autocast where it is fast (AMX CPUs); train_asr.py --no-bf16
 
 def uses_bf16(device):
     """bf16 autocast on CPUs with AMX, where training steps run 1.3-1.4x faster (bench/bf16.py).
-    Not on CUDA: on an H100 both presets' steps ran at 0.7-1.0x fp32's speed in bf16 (too small
+    Not on CUDA: on an H100 both presets' steps ran at 0.6-1.0x fp32's speed in bf16 (too small
     to gain from it, so the casts cost more than they save)."""
     return BF16 and device.type == "cpu" and CPU_AMX
 
