@@ -3,13 +3,14 @@
     python bench/bf16.py [--steps 40] [--preset small]
 
 Stage 0 (CTC step of the preset's conformer) and stage 1 (SFT step of its speech LLM on
-cached encoder outputs; no dropout or SpecAugment, whatever the preset), each on the same length-bucketed batches (the preset's frames, lengths
-drawn like the built-in corpus's), three ways: fp32; bf16 autocast with batches padded to
-exact lengths; bf16 with lengths padded to trainer.SHAPE_MULTIPLE frames, as training does.
-On a CPU, bf16 runs on oneDNN kernels compiled once per shape: without the padding almost
-every batch is a new shape. Needs a CPU with AMX to show a speed-up (on an H100 these models
-ran 0.6-1.0x fp32's speed in bf16, so train_asr.py keeps fp32 on CUDA). The last
-line is the stage-0 speed-up of padded bf16 over fp32, as a bare number.
+cached encoder outputs; no dropout or SpecAugment, whatever the preset), each on the same
+length-bucketed batches (the preset's frames, lengths drawn like the built-in corpus's),
+three ways: fp32; bf16 autocast with batches of exact lengths; bf16 with lengths padded to
+trainer.SHAPE_MULTIPLE frames, as training does. On a CPU, bf16 runs on oneDNN kernels
+compiled once per shape: without the padding almost every batch is a new shape. Needs a CPU
+with AMX to show a speed-up (on an H100 these models ran 0.6-1.0x fp32's speed in bf16, so
+train_asr.py keeps fp32 on CUDA). The last line is the stage-0 speed-up of padded bf16 over
+fp32, as a bare number.
 """
 import argparse
 import os
