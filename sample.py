@@ -21,7 +21,7 @@ from nanospeechrl.checkpoint import read_config
 from nanospeechrl.data import collate
 from nanospeechrl.devices import pick_device
 from nanospeechrl.encoder import FRAMES_PER_SECOND
-from nanospeechrl.speechlm import load_speechlm
+from nanospeechrl.asr.speechlm import load_speechlm
 
 
 def read_features(paths, max_frames):

@@ -6,34 +6,32 @@ Stage 0 (CTC step of the preset's conformer) and stage 1 (SFT step of its speech
 cached encoder outputs; no dropout or SpecAugment, whatever the preset), each on the same
 length-bucketed batches (the preset's frames, lengths drawn like the built-in corpus's),
 three ways: fp32; bf16 autocast with batches of exact lengths; bf16 with lengths padded to
-trainer.SHAPE_MULTIPLE frames, as training does. On a CPU, bf16 runs on oneDNN kernels
+data.SHAPE_MULTIPLE frames, as training does. On a CPU, bf16 runs on oneDNN kernels
 compiled once per shape: without the padding almost every batch is a new shape. Needs a CPU
-with AMX to show a speed-up (on an H100 these models ran 0.6-1.0x fp32's speed in bf16, so
-train_asr.py keeps fp32 on CUDA). The last line is the stage-0 speed-up of padded bf16 over
+with AMX to show a speed-up (on CUDA train_asr.py keeps fp32: see docs/RESULTS.md). The last line is the stage-0 speed-up of padded bf16 over
 fp32, as a bare number.
 """
 import argparse
 import os
 import sys
 import time
-from types import SimpleNamespace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
 import torch  # noqa: E402
 
-from nanospeechrl import trainer  # noqa: E402
+from nanospeechrl import data, devices  # noqa: E402
+from nanospeechrl.asr.speechlm import ProjectorConfig, SpeechLM  # noqa: E402
 from nanospeechrl.devices import pick_device  # noqa: E402
 from nanospeechrl.encoder import CTC_CHARS, CTCHead, Encoder, EncoderConfig, ctc_loss  # noqa: E402
 from nanospeechrl.llm import LLM, LLMConfig  # noqa: E402
-from nanospeechrl.speechlm import ProjectorConfig, SpeechLM  # noqa: E402
 from train_asr import PRESETS, TrainConfig  # noqa: E402
 
 
 def run(step, lengths, n_steps, bf16, multiple, device, batch_frames):
     """Seconds per step over n_steps bucketed batches, the first few (warm-up) not counted."""
-    trainer.SHAPE_MULTIPLE = multiple
-    batches = trainer.batches_forever(lengths, SimpleNamespace(batch_frames=batch_frames, seed=0), [0, 0])
+    data.SHAPE_MULTIPLE = multiple
+    batches = data.batches_forever(lengths, [0, 0], seed=0, max_frames=batch_frames)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for _ in range(3):
             step(next(batches))
@@ -65,7 +63,7 @@ def main():
     ctc = torch.nn.ModuleDict({"encoder": Encoder(enc_cfg), "head": CTCHead(enc_cfg)}).to(device)
 
     def ctc_step(idx):
-        b = trainer.to_batch(feats, idx, device, token_ids=[labels[i] for i in idx])
+        b = data.to_batch(feats, idx, device, token_ids=[labels[i] for i in idx])
         hidden, out_lens = ctc["encoder"](b["feats"], b["feat_lens"])
         ctc_loss(ctc["head"](hidden), out_lens, b["tokens"], b["token_lens"]).backward()
 
@@ -75,11 +73,11 @@ def main():
     targets = [torch.randint(3, cfg.vocab_size, (max(2, n // 12),)).tolist() for n in lengths]
 
     def sft_step(idx):
-        b = trainer.to_batch(hidden, idx, device)
+        b = data.to_batch(hidden, idx, device)
         audio = model.projector(b["feats"], b["feat_lens"])
         model.sft_loss_from_audio(*audio, [[1]] * len(idx), [targets[i] for i in idx]).backward()
 
-    print(f"device {device}, {torch.get_num_threads()} threads, AMX: {trainer.CPU_AMX}, {args.steps} steps each, "
+    print(f"device {device}, {torch.get_num_threads()} threads, AMX: {devices.CPU_AMX}, {args.steps} steps each, "
           f"preset {args.preset} ({cfg.batch_frames} frames per batch)")
     speedups = {}
     for name, step in [("stage 0 CTC", ctc_step), ("stage 1 SFT", sft_step)]:

@@ -11,8 +11,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from nanospeechrl import synth  # noqa: E402
-from nanospeechrl.corpus import split_texts  # noqa: E402
+from nanospeechrl.builtin import synth  # noqa: E402
+from nanospeechrl.builtin.grammar import split_texts  # noqa: E402
 
 if __name__ == "__main__":
     torch.set_num_threads(1)

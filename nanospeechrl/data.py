@@ -1,5 +1,5 @@
 """Utterance records, JSONL manifests, the LibriSpeech reader, a log-mel feature cache and
-length-bucketed batching.
+length-bucketed batching (an endless, resumable stream of padded batches for training).
 
 Loaders return (examples, skipped). With skip_bad=False the first bad input raises an error
 naming the file and line; with skip_bad=True it is dropped and counted in `skipped`, a
@@ -265,6 +265,11 @@ def features(examples, cache_dir=None, skip_bad=False, max_frames=None):
 
 # ----------------------------------------------------------------------------- batching
 
+# Batches are padded to a multiple of this many frames: few distinct shapes, so the oneDNN
+# kernels that bf16 autocast runs on a CPU, compiled once per shape, are reused (bench/bf16.py).
+SHAPE_MULTIPLE = 32
+
+
 def bucket_batches(lengths, max_frames_per_batch=None, batch_size=None, shuffle=True, seed=0, multiple=1):
     """Indices grouped into batches of similar length -> list[list[int]], every index exactly once.
 
@@ -316,3 +321,24 @@ def collate(feats, token_ids=None, pad_id=0, multiple=1):
         "tokens": pad_sequence(tokens, batch_first=True, padding_value=pad_id),  # (B, L_max)
         "token_lens": torch.tensor([len(t) for t in tokens], dtype=torch.long),  # (B,)
     }
+
+
+def batches_forever(lengths, cursor, seed, max_frames=None, batch_size=None):
+    """Length-bucketed batches of indices (under max_frames padded frames, or of batch_size),
+    epoch after epoch, each epoch shuffled with seed + epoch; cursor = [epoch, batch index]
+    is advanced in place, so a checkpoint that saves it resumes mid-epoch."""
+    while True:
+        epoch_batches = bucket_batches(lengths, None if batch_size else max_frames, batch_size,
+                                       seed=seed + cursor[0], multiple=SHAPE_MULTIPLE)
+        while cursor[1] < len(epoch_batches):
+            cursor[1] += 1
+            yield epoch_batches[cursor[1] - 1]
+        cursor[0], cursor[1] = cursor[0] + 1, 0
+
+
+def to_batch(feats, idx, device, augment=False, generator=None, token_ids=None):
+    """Padded batch of feats[idx] (SpecAugment-ed if asked) and token_ids, on device: collate()'s dict."""
+    b = collate([feats[i] for i in idx], token_ids, multiple=SHAPE_MULTIPLE)
+    if augment:
+        b["feats"] = audio.spec_augment(b["feats"], generator=generator)
+    return {k: v.to(device) for k, v in b.items()}

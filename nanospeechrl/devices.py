@@ -1,5 +1,9 @@
 """
-Where the model runs, and RL's device juggling.
+Where the model runs, in what precision, and RL's device juggling.
+
+Precision: bf16 autocast runs only on CPUs with AMX matrix units (Intel Xeon 4th gen and
+later), where bf16 matmuls are native; elsewhere, CUDA included, everything is fp32: these
+models are too small to gain from bf16 on a GPU (docs/RESULTS.md, "bf16").
 
 An RL step has phases that need different modules: encode (the audio encoder), rollout
 (the policy), reward (nothing: strings on the CPU), reference (the frozen reference model),
@@ -21,6 +25,29 @@ import time
 from contextlib import contextmanager
 
 import torch
+
+
+def _cpu_has_amx():
+    """Does this CPU have AMX bf16 matrix units? Without them CPU bf16 is emulated and slower."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "amx_bf16" in f.read()
+    except OSError:  # not Linux
+        return False
+
+
+CPU_AMX = _cpu_has_amx()
+BF16 = True  # bf16 autocast where it is fast (AMX CPUs); train_asr.py --no-bf16 sets it False
+
+
+def uses_bf16(device):
+    """bf16 autocast on CPUs with AMX (and BF16 left on); fp32 everywhere else."""
+    return BF16 and device.type == "cpu" and CPU_AMX
+
+
+def autocast(device):
+    """bf16 autocast where uses_bf16 (weights and optimizer state stay fp32); a no-op elsewhere."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device))
 
 
 def pick_device(name="auto"):

@@ -10,11 +10,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm import tqdm
 
-from nanospeechrl.llm import sdpa
+from nanospeechrl.data import to_batch
+from nanospeechrl.devices import autocast
+from nanospeechrl.llm import apply_rope, rope_tables, sdpa
 
 FRAMES_PER_SECOND = 100  # log-mel frames per second (10 ms hop, see audio.py)
-ROPE_BASE = 10000.0  # RoPE frequency base, as in RoFormer / llama
 
 
 @dataclass
@@ -87,19 +89,6 @@ class FeedForward(nn.Module):
         return self.net(x)
 
 
-def rope_tables(T, head_dim, device):
-    """cos, sin of shape (T, head_dim / 2) for positions 0..T-1."""
-    inv_freq = ROPE_BASE ** (-torch.arange(0, head_dim, 2, device=device).float() / head_dim)
-    angles = torch.outer(torch.arange(T, device=device).float(), inv_freq)
-    return angles.cos(), angles.sin()
-
-
-def apply_rope(x, cos, sin):  # x (B, H, T, hd)
-    x1, x2 = x.chunk(2, dim=-1)  # rotate pairs (x1[i], x2[i]) by angle pos * inv_freq[i]
-    cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
-
-
 class SelfAttention(nn.Module):
     """Pre-norm multi-head self-attention; RoPE on q, k makes scores depend on relative position."""
 
@@ -115,6 +104,7 @@ class SelfAttention(nn.Module):
     def forward(self, x, keep, cos, sin):  # x (B, T, D), keep (B, T) True at valid frames
         B, T, D = x.shape
         q, k, v = self.qkv(self.norm(x)).view(B, T, 3, self.n_head, D // self.n_head).permute(2, 0, 3, 1, 4)
+        cos, sin = cos.to(q.dtype), sin.to(q.dtype)  # bf16 under autocast, as q and k are
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # (B, H, T, hd)
         # mask keys only: every query row keeps >= 1 valid key, so no all -inf row (NaN) even for padded queries
         y = sdpa(q, k, v, attn_mask=keep[:, None, None, :], dropout_p=self.p if self.training else 0.0)
@@ -186,11 +176,27 @@ class Encoder(nn.Module):
         x, lengths = self.subsample(feats, lengths)  # (B, T', D)
         x = self.drop(x)
         keep = ~padding_mask(lengths, x.shape[1])  # (B, T')
-        cos, sin = rope_tables(x.shape[1], cfg.d_model // cfg.n_head, x.device)
+        cos, sin = rope_tables(x.shape[1], cfg.d_model // cfg.n_head, device=x.device)  # llm.py's RoPE
         for block in self.blocks:
             x = block(x, keep, cos, sin)
         # zero padded frames so whatever consumes them (frame stacking, pooling) sees clean zeros
         return x.masked_fill(~keep[..., None], 0.0), lengths
+
+
+@torch.no_grad()
+def encode_all(encoder, feats, batch_size, device):
+    """A frozen encoder's output for every utterance, once: a list of (T', D) float32 CPU tensors."""
+    encoder.eval()
+    out = [None] * len(feats)
+    order = sorted(range(len(feats)), key=lambda i: len(feats[i]))
+    for start in tqdm(range(0, len(order), batch_size), desc="encode", leave=False):
+        idx = order[start:start + batch_size]
+        b = to_batch(feats, idx, device)
+        with autocast(device):
+            hidden, lens = encoder(b["feats"], b["feat_lens"])
+        for i, h, n in zip(idx, hidden.float().cpu(), lens.tolist()):
+            out[i] = h[:n].clone()
+    return out
 
 
 class CTCHead(nn.Module):

@@ -14,15 +14,18 @@ An off-policy row (e.g. the ground-truth answer placed into the group) was not s
 from pi_old; its behaviour probability is taken as 1, so its ratio is pi_theta itself and it
 is not clipped: term = -exp(logp) * A + beta * k3.
 
-At the end, the helpers a training script's GRPO step calls on a speech LLM: logprobs (of
-completions given audio), grpo_update (num_iterations clipped steps, NaN-safe) and
-rollout_stats (what a metrics row says about the rollouts).
+Nothing here knows the model: a training script samples completions, scores them, and hands
+this module rewards, token tensors and a function that computes log-probs. train_asr.py's
+speech LLM and train_tts.py's text-to-token LM call the same code.
+
+    advantages = group_advantages(rewards)                      # (B, G)
+    batch = keep_groups(tokens, lengths, mask, advantages, off_policy, ~tied_groups(rewards), G)
+    metrics = grpo_update(lambda: policy_logprobs(batch), params, optimizer, batch, ref_logprobs, cfg)
 """
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
-
-from nanospeechrl.trainer import autocast
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 SCALE_REWARDS = ("group", "batch", "none")
@@ -33,8 +36,8 @@ OFF_POLICY = ("none", "reference")
 class GRPOConfig:
     num_generations: int = 8  # G: completions per prompt (including an off-policy one, if any)
     temperature: float = 1.0  # rollout sampling temperature (log-probs are taken at it too)
-    top_k: int = 0  # 0: off
-    top_p: float = 1.0  # 1: off
+    top_k: int = 0  # sample from the k most likely tokens only (0: off)
+    top_p: float = 1.0  # nucleus sampling: the smallest set of tokens holding this much mass (1: off)
     max_new_tokens: int = 96  # completion budget; longer ones are truncated
     epsilon: float = 0.2  # lower clip: ratio >= 1 - epsilon
     epsilon_high: float = 0.2  # upper clip: ratio <= 1 + epsilon_high (DAPO's clip-higher: 0.28)
@@ -152,51 +155,75 @@ def completion_mask(tokens, lengths, eos_id, cfg):
     return mask, truncated
 
 
-# ----------------------------------------------------------------------------- the step's helpers
 
-def logprobs(model, batch, gcfg, device):
-    """Per-token log-probs (N, L) of the completions in batch = (encoder output, lengths,
-    prompts, completion tokens, completion lengths) under model (policy or reference)."""
-    hidden, lens, prompts, tokens, lengths = batch
-    with autocast(device):
-        return model.logprobs_from_audio(*model.projector(hidden, lens), prompts, tokens, lengths,
-                                         gcfg.temperature).float()
+def tied_groups(rewards):
+    """(B, G) rewards -> (B,) bool: the groups whose rewards are all equal. Their advantages
+    are all 0, so they carry no learning signal (DAPO drops them)."""
+    return (rewards.max(dim=1).values - rewards.min(dim=1).values) <= 1e-6
 
 
-def grpo_update(model, policy, opt, batch, ref_logp, adv, mask, off, gcfg, device):
-    """num_iterations clipped policy-gradient steps on one batch of rollouts -> metrics, or None
-    when a loss or gradient is not finite (that iteration does not update the weights)."""
-    for it in range(gcfg.num_iterations):
-        logp = logprobs(model, batch, gcfg, device)
+class Completions(NamedTuple):
+    """What one GRPO update learns from: the completions of the groups kept, group-major."""
+    prompts: torch.Tensor  # (B',) index in the step's batch of each kept group's prompt
+    tokens: torch.Tensor  # (B' * G, L) completion ids, L = the longest kept completion
+    lengths: torch.Tensor  # (B' * G,) tokens per completion, its EOS included
+    mask: torch.Tensor  # (B' * G, L) 1 on the tokens the loss counts
+    advantages: torch.Tensor  # (B' * G,)
+    off_policy: torch.Tensor  # (B' * G,) bool: rows not sampled from the policy
+
+
+def keep_groups(tokens, lengths, mask, advantages, off_policy, keep, num_generations):
+    """The rows of the kept groups (keep (B,) bool), trimmed to the longest kept completion so
+    no forward pass runs over padding -> Completions, or None when no token is left to learn from.
+    tokens, mask (B*G, L); lengths, off_policy (B*G,); advantages (B, G) or (B*G,)."""
+    keep = keep.to(tokens.device)
+    rows = keep.repeat_interleave(num_generations)
+    if mask[rows].sum() == 0:
+        return None
+    L = int(lengths[rows].max())
+    return Completions(keep.nonzero().squeeze(1), tokens[rows, :L], lengths[rows], mask[rows, :L],
+                       advantages.flatten().to(tokens.device)[rows], off_policy[rows])
+
+
+def grpo_update(logprobs_fn, parameters, optimizer, batch, ref_logprobs, cfg):
+    """cfg.num_iterations clipped policy-gradient steps on one batch of Completions.
+    logprobs_fn() -> (N, L) float log-probs of batch.tokens under the current policy,
+    differentiable (the model's forward). The first iteration's values are pi_old.
+    Returns metrics, or None when a loss or gradient is not finite (that update is skipped)."""
+    parameters = list(parameters)
+    for it in range(cfg.num_iterations):
+        logp = logprobs_fn()
         if it == 0:
             old = logp.detach()  # pi_old: the policy that sampled, before this batch's updates
-        loss, metrics = policy_loss(logp, old, ref_logp, adv, mask, gcfg, off)
+        loss, metrics = policy_loss(logp, old, ref_logprobs, batch.advantages, batch.mask, cfg, batch.off_policy)
         if not torch.isfinite(loss):
             return None
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         if torch.isfinite(grad_norm):
-            opt.step()
-        opt.zero_grad(set_to_none=True)  # also: no gradient buffers ride along into the next rollout
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)  # also: no gradient buffers ride along into the next rollout
         if not torch.isfinite(grad_norm):
             return None
     return {"loss": loss.item(), "grad_norm": grad_norm.item(), **metrics}
 
 
-def rollout_stats(R, parts, tied, off, roll, lengths, truncated):
-    """What a stage-2 row says about the rollouts. Rewards and lengths over the sampled
-    completions (an off-policy reference row is left out; so are rows a reward does not
-    score, as in --task mix); reward_std over whole groups."""
-    on = ~off.cpu()
+def rollout_metrics(rewards, parts, tied, off_policy, rollout, lengths, truncated):
+    """What a GRPO step's metrics row says about its rollouts, in TRL's names. Rewards and
+    lengths over the sampled completions (an off-policy reference row is left out; so are the
+    rows a reward does not score, None in parts); reward_std over whole groups.
+    rewards (B, G); parts {name: per-row list}; tied (B,); off_policy, lengths, truncated (B*G,);
+    rollout: the sampler.Rollout of the sampled rows."""
+    on = ~off_policy.cpu()
 
     def mean(values):
         kept = [v for v, o in zip(values, on.tolist()) if o and v is not None]
         return sum(kept) / max(1, len(kept))
 
-    return {"reward": R.flatten()[on].mean().item(), "reward_std": R.std(dim=1).mean().item(),
+    return {"reward": rewards.flatten()[on].mean().item(), "reward_std": rewards.std(dim=1).mean().item(),
             "frac_reward_zero_std": tied.float().mean().item(),
             **{f"rewards/{k}": mean(v) for k, v in parts.items()},
             # -mean log-prob of the sampled tokens: a Monte-Carlo estimate of the per-token entropy
-            "entropy": -(roll.logprobs.sum() / roll.lengths.sum()).item(),
+            "entropy": -(rollout.logprobs.sum() / rollout.lengths.sum()).item(),
             "completions/mean_length": lengths.cpu()[on].float().mean().item(),
             "completions/clipped_ratio": truncated.cpu()[on].float().mean().item()}

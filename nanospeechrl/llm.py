@@ -65,6 +65,14 @@ class KVCache:
         return new
 
 
+def rope_tables(n_positions, head_dim, theta=10000.0, device=None):
+    """RoPE's cos, sin (n_positions, head_dim / 2): position p rotates channel pair i by
+    p * theta^(-2i / head_dim). Shared by this LLM and the conformer encoder."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device).float() / head_dim)
+    angles = torch.outer(torch.arange(n_positions, device=device).float(), inv_freq)
+    return angles.cos(), angles.sin()
+
+
 def apply_rope(x, cos, sin):
     """Rotate channel pairs (i, i + head_dim/2) by position-dependent angles. x: (B, H, T, head_dim)."""
     x1, x2 = x.chunk(2, dim=-1)
@@ -160,12 +168,10 @@ class LLM(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.wte.weight  # one Parameter, two uses
-        head_dim = config.n_embd // config.n_head
-        inv_freq = 1.0 / config.rope_theta ** (torch.arange(0, head_dim, 2).float() / head_dim)
-        angles = torch.outer(torch.arange(config.max_seq_len).float(), inv_freq)  # (max_seq_len, hd/2)
-        # Derived from the config, so not saved in checkpoints.
-        self.register_buffer("rope_cos", angles.cos(), persistent=False)
-        self.register_buffer("rope_sin", angles.sin(), persistent=False)
+        cos, sin = rope_tables(config.max_seq_len, config.n_embd // config.n_head, config.rope_theta)
+        # Derived from the config, so not saved in checkpoints. (max_seq_len, head_dim / 2)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
         for name, p in self.named_parameters():
             if p.dim() == 2:  # residual-branch outputs scaled down so the residual stream starts ~unit size
                 std = 0.02 / (2 * config.n_layer) ** 0.5 if name.endswith(("wo.weight", "down.weight")) else 0.02

@@ -3,19 +3,30 @@ Rule-based rewards for RL. Each is a plain function
 
     reward(hyps: list[str], refs: list[str], **fields) -> list[float]
 
-on raw strings (they normalise internally with corpus.normalize, the one text normaliser
-used by evaluation too), so a reward is exactly the metric it stands for.
+on raw strings (they normalise internally with `normalize`, the one text normaliser, which
+every metric in metrics.py uses too), so a reward is exactly the metric it stands for.
 `parse_rewards("wer:1,hallucination:0.5")` checks names and weights once at start-up;
 `score()` runs them all and returns the weighted sum plus each reward on its own (logged
 as rewards/<name>).
 """
 import math
+import re
 from collections import Counter
 
 import jiwer
 import sacrebleu
 
-from nanospeechrl.corpus import normalize
+_PUNCT = re.compile(r"[^\w\s']|_")  # everything but letters, digits, spaces and apostrophes
+_QUOTE = re.compile(r"\B'|'\B")  # an apostrophe not between two word characters
+
+
+def normalize(text: str) -> str:
+    """THE text normaliser for every WER/CER/BLEU number and reward: lowercase, punctuation
+    to spaces (apostrophes inside words kept: "don't"), whitespace collapsed."""
+    text = text.lower().replace("\u2019", "'")  # typographic apostrophe -> ASCII
+    text = _PUNCT.sub(" ", text)  # punctuation, hyphens included, becomes a space
+    text = _QUOTE.sub(" ", text)  # quotes go; "don't" keeps its apostrophe
+    return " ".join(text.split())
 
 
 def _error_rate(hyp, ref, measure):

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from nanospeechrl import audio
-from nanospeechrl.synth import synthesize
+from nanospeechrl.builtin.synth import synthesize
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["one two three", "four five six", "seven eight", "nine ten", "red green blue", "hello world",
@@ -43,6 +43,7 @@ def load_train_asr():
     """train_asr.py imported as a module, for in-process runs of main(argv) (threads: conftest sets 1)."""
     spec = importlib.util.spec_from_file_location("train_asr", ROOT / "train_asr.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules["train_asr"] = module  # as `import train_asr` would: inspect finds its source (cli.py)
     spec.loader.exec_module(module)
     return module
 

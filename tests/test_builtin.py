@@ -3,9 +3,10 @@ import os
 
 import pytest
 
-from nanospeechrl import audio, synth
-from nanospeechrl.builtin import SPLITS, CorpusConfig, build_corpus, corpus_dir, voice_pools
-from nanospeechrl.corpus import normalize
+from nanospeechrl import audio
+from nanospeechrl.builtin import synth
+from nanospeechrl.builtin.corpus import SPLITS, CorpusConfig, build_corpus, corpus_dir, voice_pools
+from nanospeechrl.rewards import normalize
 from nanospeechrl.data import read_manifest
 
 TINY = CorpusConfig(n_train=10, n_dev=3, n_test=3, n_test_accent=3, n_test_long=1)

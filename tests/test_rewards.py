@@ -3,7 +3,7 @@ import pytest
 import sacrebleu
 
 from nanospeechrl import rewards as R
-from nanospeechrl.corpus import normalize
+from nanospeechrl.rewards import normalize
 
 PAIRS = [  # (hypothesis, reference)
     ("The cat sat on a mat.", "the cat sat on the mat"),
@@ -12,6 +12,18 @@ PAIRS = [  # (hypothesis, reference)
     ("kitten", "sitting"),
     ("Don't stop now", "do not stop now"),
 ]
+
+
+def test_normalize():
+    assert normalize("Hello, World!") == "hello world"
+    assert normalize("  It's   a\ttest.\n") == "it's a test"
+    assert normalize("'Quoted,' she said.") == "quoted she said"
+    assert normalize("Don\u2019t stop") == "don't stop"
+    assert (normalize("forty-two apples; at seven o'clock?")
+            == "forty two apples at seven o'clock")
+    assert normalize("rock 'n' roll") == "rock n roll"
+    assert normalize("Über 3 Äpfel...") == "über 3 äpfel"
+    assert normalize(" ?! ") == ""
 
 
 def test_normalize_lowercases_and_strips_punctuation():

@@ -13,7 +13,7 @@ from nanospeechrl.checkpoint import save_checkpoint
 from nanospeechrl.data import collate
 from nanospeechrl.encoder import EncoderConfig
 from nanospeechrl.llm import LLM, LLMConfig
-from nanospeechrl.speechlm import ProjectorConfig, SpeechLM, load_speechlm
+from nanospeechrl.asr.speechlm import ProjectorConfig, SpeechLM, load_speechlm
 from nanospeechrl.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]

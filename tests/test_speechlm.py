@@ -9,11 +9,11 @@ import torch.nn.functional as F
 
 from nanospeechrl.checkpoint import save_checkpoint
 from nanospeechrl.data import collate
-from nanospeechrl.corpus import normalize
+from nanospeechrl.rewards import normalize
 from nanospeechrl.encoder import CTC_CHARS, CTCHead, Encoder, EncoderConfig, ctc_labels
 from nanospeechrl.llm import LLM, LLMConfig
 from nanospeechrl.sampler import generate_naive
-from nanospeechrl.speechlm import Projector, ProjectorConfig, SpeechLM, load_speechlm
+from nanospeechrl.asr.speechlm import Projector, ProjectorConfig, SpeechLM, load_speechlm
 from nanospeechrl.tokenizer import Tokenizer
 
 TEXTS = ["one two three", "hello world", "the cat sat on the mat"]

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from nanospeechrl import synth
+from nanospeechrl.builtin import synth
 from nanospeechrl.audio import SAMPLE_RATE
 
 TEXT = "The small red boat sailed across the lake at seven in the morning."

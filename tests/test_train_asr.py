@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import nanospeechrl.speechlm
+import nanospeechrl.asr.speechlm
+import nanospeechrl.devices
 import nanospeechrl.trainer
 from asr_helpers import TINY, load_train_asr, make_corpus, read_metrics, train_asr
 
@@ -195,19 +196,19 @@ def test_unknown_preset(tmp_path):
 
 def test_bf16_autocast_where_it_is_fast(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    trainer = nanospeechrl.trainer
-    monkeypatch.setattr(trainer, "BF16", True)
-    monkeypatch.setattr(trainer, "CPU_AMX", True)
-    assert trainer.uses_bf16(cpu) and not trainer.uses_bf16(torch.device("mps"))
-    assert not trainer.uses_bf16(cuda)  # measured slower than fp32 on an H100 (bench/bf16.py)
-    monkeypatch.setattr(trainer, "CPU_AMX", False)  # CPU bf16 without AMX is emulated: slower than fp32
-    assert not trainer.uses_bf16(cpu)
+    devices = nanospeechrl.devices
+    monkeypatch.setattr(devices, "BF16", True)
+    monkeypatch.setattr(devices, "CPU_AMX", True)
+    assert devices.uses_bf16(cpu) and not devices.uses_bf16(torch.device("mps"))
+    assert not devices.uses_bf16(cuda)  # no faster than fp32 on an H100 (docs/RESULTS.md)
+    monkeypatch.setattr(devices, "CPU_AMX", False)  # CPU bf16 without AMX is emulated: slower than fp32
+    assert not devices.uses_bf16(cpu)
     cfg, _ = load_train_asr().parse_args(["--no-bf16"])
     assert cfg.bf16 is False
-    monkeypatch.setattr(trainer, "CPU_AMX", True)
-    monkeypatch.setattr(trainer, "BF16", False)  # what main does with --no-bf16
-    assert not trainer.uses_bf16(cpu)
-    with trainer.autocast(cpu):
+    monkeypatch.setattr(devices, "CPU_AMX", True)
+    monkeypatch.setattr(devices, "BF16", False)  # what main does with --no-bf16
+    assert not devices.uses_bf16(cpu)
+    with devices.autocast(cpu):
         assert not torch.is_autocast_enabled("cpu")
 
 
@@ -216,13 +217,13 @@ def test_sft_augment_masks_the_cached_encoder_outputs(corpus, full_run, tmp_path
     """SFT on a frozen encoder: with --sft-augment (the default) the projector sees the cached encoder
     outputs with whole frames and whole channels zeroed; without, it sees them untouched."""
     shutil.copytree(full_run[0] / "stage0", tmp_path / "out" / "stage0")
-    seen, forward = [], nanospeechrl.speechlm.Projector.forward
+    seen, forward = [], nanospeechrl.asr.speechlm.Projector.forward
 
     def record(self, x, lengths):
         seen.append((x.detach().clone(), lengths.clone()))
         return forward(self, x, lengths)
 
-    monkeypatch.setattr(nanospeechrl.speechlm.Projector, "forward", record)
+    monkeypatch.setattr(nanospeechrl.asr.speechlm.Projector, "forward", record)
     monkeypatch.chdir(tmp_path)
     load_train_asr().main(["--data", str(corpus / "train.jsonl"), "--eval", f"dev={corpus / 'dev.jsonl'}", *TINY,
                            "--out", str(tmp_path / "out"), "--stages", "1", "--no-evaluate",

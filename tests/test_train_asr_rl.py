@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from asr_helpers import TINY, load_train_asr, make_corpus, read_metrics, train_asr
-from nanospeechrl import grpo
+from nanospeechrl import grpo, rewards
 
 PHASES = ("encode", "rollout", "reward")  # every step; reference and update only when some group has a signal
 
@@ -263,14 +263,14 @@ def test_stage2_rows_time_only_the_phases_that_ran(corpus, run_copy, monkeypatch
     out = run_copy
     train_asr_module = load_train_asr()
     monkeypatch.chdir(out.parent)
-    score, calls = train_asr_module.rewards.score, []
+    score, calls = rewards.score, []
 
     def spread_then_tie(weights, hyps, refs, **fields):
         calls.append(1)
         total, parts = score(weights, hyps, refs, **fields)
         return ([float(i % 2) for i in range(len(total))] if len(calls) == 1 else [0.0] * len(total)), parts
 
-    monkeypatch.setattr(train_asr_module.rewards, "score", spread_then_tie)
+    monkeypatch.setattr(rewards, "score", spread_then_tie)  # what score_tasks calls
     n = len(read_metrics(out))
     train_asr_module.main([*map(str, data_args(corpus)), "--out", str(out), "--stages", "2"])
     first, second = rl_rows(read_metrics(out)[n:])

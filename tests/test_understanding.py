@@ -10,11 +10,11 @@ import sacrebleu
 
 from asr_helpers import TINY, read_metrics, train_asr
 from nanospeechrl import audio, rewards
-from nanospeechrl.builtin import CorpusConfig, build_corpus
+from nanospeechrl.builtin.corpus import CorpusConfig, build_corpus
 from nanospeechrl.data import Example, read_manifest, write_manifest
-from nanospeechrl.evaluate import bleu_stats, bootstrap_bleu_diff, corpus_bleu_from, text_scores
-from nanospeechrl.speechlm import prompt_ids
-from nanospeechrl.synth import synthesize
+from nanospeechrl.metrics import bleu_stats, bootstrap_bleu_diff, corpus_bleu_from, text_scores
+from nanospeechrl.asr.speechlm import prompt_ids
+from nanospeechrl.builtin.synth import synthesize
 from nanospeechrl.tokenizer import Tokenizer
 
 

@@ -11,9 +11,10 @@ import random
 import torch
 
 from nanospeechrl import data
-from nanospeechrl.corpus import normalize
-from nanospeechrl.evaluate import transcribe_all
-from nanospeechrl.trainer import autocast
+from nanospeechrl.asr.evaluate import transcribe_all
+from nanospeechrl.asr.speechlm import prompt_ids
+from nanospeechrl.devices import autocast
+from nanospeechrl.rewards import normalize
 
 
 def joined_examples(examples, feats, k, max_frames, seed):
@@ -52,3 +53,19 @@ def hard_examples(model, tokenizer, examples, feats, prompts, pool_size, batch_s
     keep = [i for i, g, s in zip(pool, greedy, sampled)
             if normalize(g) != normalize(examples[i].text) or normalize(s) != normalize(g)]
     return [examples[i] for i in keep], [feats[i] for i in keep]
+
+
+def rl_examples(model, tokenizer, run, cfg, gcfg, device, max_frames, stage):
+    """Stage 2's (examples, feats, prompts): the RL hold-out (else the training set) of a
+    corpora.RunData, as --rl-data says; model: the SFT speech LLM that 'hard' screens with."""
+    pool = slice(len(run.train), None) if run.held_out else slice(None)  # --rl-holdout 0: the SFT training set
+    examples, feats = (run.train + run.held_out)[pool], run.feats[pool]
+    if cfg.rl_data == "long":
+        examples, feats = joined_examples(examples, feats, 3, max_frames, cfg.seed)
+    elif cfg.rl_data == "hard":
+        examples, feats = hard_examples(model, tokenizer, examples, feats, run.prompts[pool], cfg.rl_pool,
+                                        cfg.eval_batch, gcfg.max_new_tokens, gcfg.temperature, cfg.seed, device)
+    print(f"{stage}: {len(examples)} RL utterances (--rl-data {cfg.rl_data})")
+    if not examples:
+        raise SystemExit(f"{stage}: no RL utterances with --rl-data {cfg.rl_data}; try --rl-data all")
+    return examples, feats, [prompt_ids(tokenizer, ex, cfg.max_prompt_tokens)[0] for ex in examples]

@@ -19,9 +19,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from nanospeechrl.checkpoint import load_checkpoint, read_config
-from nanospeechrl.corpus import normalize
+from nanospeechrl.devices import autocast
 from nanospeechrl.encoder import CTCHead, Encoder, EncoderConfig, ctc_labels, ctc_logprob
 from nanospeechrl.llm import LLM, LLMConfig
+from nanospeechrl.rewards import normalize
 from nanospeechrl.sampler import generate, sequence_logprobs
 from nanospeechrl.tokenizer import Tokenizer
 
@@ -81,7 +82,7 @@ class SpeechLM(nn.Module):
             tgt = torch.tensor(target, device=audio.device)
             rows.append(torch.cat([prompt, self.llm.embed(tgt[:-1]).to(prompt.dtype)]))  # input: all but the last
             labels.append(torch.cat([torch.full((len(prompt) - 1,), -100, device=audio.device), tgt]))
-        T = -(-max(len(r) for r in rows) // 16) * 16  # few distinct shapes (see trainer.SHAPE_MULTIPLE)
+        T = -(-max(len(r) for r in rows) // 16) * 16  # few distinct shapes (see data.SHAPE_MULTIPLE)
         x = torch.stack([F.pad(r, (0, 0, 0, T - len(r))) for r in rows])  # (B, T, D)
         y = torch.stack([F.pad(lab, (0, T - len(lab)), value=-100) for lab in labels])  # (B, T)
         logits = self.llm(embeds=x)  # (B, T, V)
@@ -104,6 +105,13 @@ class SpeechLM(nn.Module):
         under this model, differentiable: GRPO's policy, old-policy and reference log-probs."""
         return sequence_logprobs(self.llm, self.prompts(audio, audio_lens, prompt_ids), None, tokens, lengths,
                                  temperature)
+
+    def completion_logprobs(self, hidden, hidden_lens, prompt_ids, tokens, lengths, temperature=1.0):
+        """GRPO's log-probs: (N, L) float32 of completions given the frozen encoder's output
+        (B, T', D), (B,), through this model's projector and LLM (the policy's or the reference's)."""
+        with autocast(hidden.device):
+            audio = self.projector(hidden, hidden_lens)
+            return self.logprobs_from_audio(*audio, prompt_ids, tokens, lengths, temperature).float()
 
     @torch.no_grad()
     def decode(self, feats, feat_lens, prompt_ids, tokenizer, max_new_tokens=128, nbest=0, ctc_weight=0.1,

@@ -12,7 +12,8 @@ words, so a transcript is exactly what the synthesiser says.
 import random
 import re
 
-from nanospeechrl import lexicon as L
+from nanospeechrl.builtin import lexicon as L
+from nanospeechrl.rewards import normalize
 
 
 def number_words(n: int) -> str:
@@ -118,8 +119,6 @@ GRAMMAR: dict[str, list[str]] = {
 }
 
 _SLOT = re.compile(r"\{(\w+)\}")
-_PUNCT = re.compile(r"[^\w\s']|_")  # everything but letters, digits, spaces and apostrophes
-_QUOTE = re.compile(r"\B'|'\B")  # an apostrophe not between two word characters
 _SPACE_PUNCT = re.compile(r" ([,.?!])")
 _ARTICLE = re.compile(r"\b([Aa]) ([a-z]+)")
 _AN_WORDS = {"honest"}  # consonant letter, vowel sound: "an honest"
@@ -137,7 +136,7 @@ def _parse(text: str):
 def _alternatives(slot: str) -> list:
     if slot not in _PARSED:
         if slot not in GRAMMAR:
-            raise KeyError(f"corpus.py: unknown slot {{{slot}}}")
+            raise KeyError(f"grammar.py: unknown slot {{{slot}}}")
         _PARSED[slot] = [_parse(t) for t in GRAMMAR[slot]]
     return _PARSED[slot]
 
@@ -204,15 +203,6 @@ def passage(rng: random.Random, min_words: int, max_words: int, draw=sentence) -
         elif sents and rng.random() < 0.1:  # maybe stuck just short of min: drop the last one
             n -= len(sents.pop().split())
     raise RuntimeError(f"passage: no sentences fit {min_words}..{max_words} words")
-
-
-def normalize(text: str) -> str:
-    """THE text normaliser for every WER/CER/BLEU number: lowercase, punctuation to spaces
-    (apostrophes inside words kept: "don't"), whitespace collapsed."""
-    text = text.lower().replace("\u2019", "'")  # typographic apostrophe -> ASCII
-    text = _PUNCT.sub(" ", text)  # punctuation, hyphens included, becomes a space
-    text = _QUOTE.sub(" ", text)  # quotes go; "don't" keeps its apostrophe
-    return " ".join(text.split())
 
 
 SPLITS = ("train", "dev", "test", "test_accent", "test_long")

@@ -1,5 +1,5 @@
 """Texts for the tasks beyond ASR: spoken QA ("sqa") and English->Spanish speech translation
-("ast"), with leak-free splits like corpus.split_texts().
+("ast"), with leak-free splits like grammar.split_texts().
 
 sqa: a short spoken passage of facts about different people, a text question about one fact
 and a one-sentence answer that needs the audio. ast: a spoken English sentence and its
@@ -10,8 +10,9 @@ The English is exactly what eSpeak says: plain ASCII, numbers as words.
 import random
 import re
 
-from nanospeechrl import lexicon as L
-from nanospeechrl.corpus import expand, normalize, number_words
+from nanospeechrl.builtin import lexicon as L
+from nanospeechrl.builtin.grammar import expand, number_words
+from nanospeechrl.rewards import normalize
 
 # ---------------------------------------------------------------- spoken QA
 # Names ending in "s" would give "James's"; pronouns come with the name.
@@ -282,7 +283,17 @@ def translation_pair(rng: random.Random) -> tuple[str, str]:
 
 
 # ---------------------------------------------------------------- splits
-TASKS = ("sqa", "ast")
+def _qa_draw(rng):
+    sents, prompt, text, _ = qa_parts(rng)
+    return sents, prompt, text
+
+
+def _translation_draw(rng):
+    en, text = translation_pair(rng)
+    return [en], "", text
+
+
+DRAW = {"sqa": _qa_draw, "ast": _translation_draw}  # task -> rng -> (spoken sentences, prompt, target)
 
 
 def split_task_texts(task: str, seed: int, n_train: int, n_dev: int, n_test: int,
@@ -291,18 +302,14 @@ def split_task_texts(task: str, seed: int, n_train: int, n_dev: int, n_test: int
     unique after normalize(); no sentence of a held-out passage (sqa) or source (ast) occurs
     in train. Held-out splits are drawn first, each from its own RNG, so they stay the same
     whatever n_train is."""
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
+    if task not in DRAW:
+        raise ValueError(f"unknown task {task!r}; valid tasks: {', '.join(DRAW)}")
     seen: set = set()  # normalised (transcript, prompt) of every item so far
     held: set[str] = set()  # normalised sentences of held-out transcripts
 
     def fresh(rng: random.Random, train: bool) -> dict:
         for _ in range(1000):
-            if task == "sqa":
-                sents, prompt, text, _ = qa_parts(rng)
-            else:
-                en, text = translation_pair(rng)
-                sents, prompt = [en], ""
+            sents, prompt, text = DRAW[task](rng)
             keys = [normalize(s) for s in sents]
             key = (" ".join(keys), normalize(prompt))
             if key in seen or (train and not held.isdisjoint(keys)):

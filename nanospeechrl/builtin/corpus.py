@@ -1,5 +1,5 @@
 """
-The built-in speech corpus: text from corpus.py (asr) or tasks.py (sqa, ast) spoken by eSpeak NG
+The built-in speech corpus: text from grammar.py (asr) or tasks.py (sqa, ast) spoken by eSpeak NG
 voices (synth.py), with random rate, pitch, gain and background noise, written as JSONL
 manifests + 16-bit WAV files.
 
@@ -11,7 +11,7 @@ Splits (voice = "<accent>+<variant>", see synth.py):
     dev, test    training accents x held-out variants   (voices never seen in training)
     test_accent  the held-out accent x training variants (an accent never seen in training)
     test_long    like test, 20-30 s passages of several sentences (asr only; where speech LLMs hallucinate)
-No sentence of a dev/test split occurs in train (corpus.split_texts guarantees it).
+No sentence of a dev/test split occurs in train (grammar.split_texts guarantees it).
 The directory name holds a hash of the config: the same config reuses the built corpus.
 """
 import glob
@@ -26,9 +26,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from nanospeechrl import synth, tasks
+from nanospeechrl.builtin import synth, tasks
 from nanospeechrl.audio import SAMPLE_RATE, save
-from nanospeechrl.corpus import split_texts
+from nanospeechrl.builtin.grammar import split_texts
 
 SPLITS = ["train", "dev", "test", "test_accent", "test_long"]
 TASK_SPLITS = {"asr": SPLITS, "sqa": SPLITS[:4], "ast": SPLITS[:4]}

@@ -59,7 +59,7 @@ class _Engine:
 
     def speak(self, text, voice, rate, pitch, pitch_range, seed):
         if self.lib.espeak_SetVoiceByName(voice.encode()) != 0:
-            raise ValueError(f"unknown eSpeak voice {voice!r} (see nanospeechrl.synth.voices())")
+            raise ValueError(f"unknown eSpeak voice {voice!r} (see nanospeechrl.builtin.synth.voices())")
         for param, value in ((_RATE, rate), (_PITCH, pitch), (_RANGE, pitch_range), (_VOLUME, 100)):
             self.lib.espeak_SetParameter(param, int(value), 0)
         self.lib.espeak_ng_SetRandSeed(ctypes.c_long(seed))  # pitch flutter etc. draw from rand()

@@ -1,10 +1,10 @@
-"""datasets.load_data's RL hold-out (--rl-holdout): utterances kept out of stages 0-1 for stage 2."""
+"""asr.corpora.load_data's RL hold-out (--rl-holdout): utterances kept out of stages 0-1 for stage 2."""
 import json
 from types import SimpleNamespace
 
-from nanospeechrl import builtin
-from nanospeechrl.builtin import CorpusConfig
-from nanospeechrl.datasets import load_data
+from nanospeechrl.builtin import corpus as builtin
+from nanospeechrl.builtin.corpus import CorpusConfig
+from nanospeechrl.asr.corpora import load_data
 
 
 def config(**kw):

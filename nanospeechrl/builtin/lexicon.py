@@ -1,5 +1,5 @@
 """English word lists and sentence templates for the built-in corpus (data, plus two
-inflection rules). corpus.py turns them into a slot grammar.
+inflection rules). grammar.py turns them into a slot grammar.
 
 Lists are grouped by meaning (things, foods, people, places, ideas ...) so templates can
 put plausible words in each slot, and so later tasks (spoken QA, translation) can reuse
@@ -195,14 +195,14 @@ January February March April May June July August September October November Dec
 """.split()
 DAY_PARTS = "morning afternoon evening".split()
 
-# Number words: number_words() in corpus.py builds every number from these.
+# Number words: number_words() in grammar.py builds every number from these.
 ONES = """
 zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen
 fifteen sixteen seventeen eighteen nineteen
 """.split()
 TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()  # index = tens digit
 
-# Sentence templates by shape. {slot}s are defined in corpus.GRAMMAR; corpus.sentence() picks a
+# Sentence templates by shape. {slot}s are defined in grammar.GRAMMAR; grammar.sentence() picks a
 # shape uniformly, then one of its templates. Suffixes: _v base verb, _s he/she form, _ed past,
 # _opt may be empty; subj3 takes he/she verbs, subjp takes plural ones.
 SHAPES: dict[str, list[str]] = {

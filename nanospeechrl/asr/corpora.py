@@ -1,0 +1,117 @@
+"""
+What a train_asr.py run trains and evaluates on: the built-in corpora of its task (built on
+first use), or a JSONL manifest / LibriSpeech directory, plus named eval sets (`--eval
+name=spec,...`); their log-mel features (cached), the run's BPE tokenizer, and each training
+utterance's target and prompt ids. `cfg` is train_asr.py's TrainConfig.
+
+`--rl-holdout N` keeps N training utterances out of stages 0-1 for stage 2 (and adds them to
+stage 1b's data): the SFT model transcribes its own training utterances almost perfectly
+(docs/RESULTS.md), so RL on them has little to learn. Built-in corpora are built N
+utterances larger (their train split is in random order, its first n_train utterances the
+same whatever N is) and hold out the extra ones; other data holds out a seeded random N
+(at most half).
+"""
+import os
+import random
+from collections import Counter
+from typing import NamedTuple
+
+from nanospeechrl import data
+from nanospeechrl.asr.speechlm import prompt_ids
+from nanospeechrl.builtin.corpus import TASK_SPLITS, CorpusConfig, build_corpus
+from nanospeechrl.tokenizer import Tokenizer
+
+# --task -> the built-in corpora it trains on: one task (tokenizer.TASKS), or "mix" of all of them
+TASK_CORPORA = {**{task: [task] for task in TASK_SPLITS}, "mix": list(TASK_SPLITS)}
+
+
+def load_data(cfg):
+    """-> (train examples, RL hold-out examples, {eval name: examples}, skipped Counter)."""
+    if cfg.data == "builtin":
+        sizes = {"asr": cfg.n_train, "sqa": cfg.n_sqa, "ast": cfg.n_ast}
+        train_spec, specs = [], {}
+        for task in TASK_CORPORA[cfg.task]:
+            root = build_corpus(CorpusConfig(task=task, seed=cfg.seed, n_train=sizes[task] + cfg.rl_holdout,
+                                             n_test=cfg.n_test))
+            train_spec.append(os.path.join(root, "train.jsonl"))
+            for split in TASK_SPLITS[task][1:]:
+                if cfg.task != "mix":
+                    specs[split] = os.path.join(root, f"{split}.jsonl")
+                elif split in ("test", "test_accent"):  # mix: the test sets only, to keep the run short
+                    specs[f"{task}/{split}"] = os.path.join(root, f"{split}.jsonl")
+    else:
+        train_spec, specs = [cfg.data], {}
+    for item in filter(None, cfg.eval.split(",")):
+        name, _, spec = item.partition("=")
+        if not spec:
+            raise SystemExit(f"--eval expects name=path items, got {item!r}")
+        specs[name] = spec
+    # Empty transcripts in training data are skipped and counted; other bad lines need --skip-bad.
+    train, rl, skipped = [], [], Counter()
+    for spec in train_spec:
+        examples, bad = data.load_examples(spec, skip_bad=cfg.skip_bad, skip_empty=True)
+        if cfg.data != "builtin" and cfg.rl_holdout:
+            random.Random(cfg.seed).shuffle(examples)
+        n = len(examples) - min(cfg.rl_holdout, len(examples) // 2)  # never more than half
+        train, rl = train + examples[:n], rl + examples[n:]
+        skipped.update(bad)
+    evals = {}
+    for name, spec in specs.items():
+        evals[name], eval_skipped = data.load_examples(spec, skip_bad=cfg.skip_bad)
+        if eval_skipped:
+            print(f"skipped in eval set {name}: {dict(eval_skipped)}")
+    if not evals:  # no eval set given: hold out a slice of the training data
+        random.Random(cfg.seed).shuffle(train)
+        n = max(1, min(200, len(train) // 50))
+        evals, train = {"heldout": train[:n]}, train[n:]
+    return train, rl, evals, skipped
+
+
+class RunData(NamedTuple):
+    train: list  # data.Example: stages 0-1 train on these
+    held_out: list  # --rl-holdout: stage 2 learns on these, stage 1b trains on train + them
+    feats: list  # log-mel (T, 80) of train + held_out, in that order
+    targets: list  # target ids + EOS of train + held_out
+    prompts: list  # prompt ids ([<task>] + prompt tokens) of train + held_out
+    evals: dict  # {split: (examples, feats)}
+
+
+def load_run_data(cfg, max_frames):
+    """-> (the run's Tokenizer, RunData): examples and log-mel features (cached beside --out) of
+    the training, RL hold-out and eval sets, and every training utterance's target and prompt ids."""
+    train, held_out, evals, skipped = load_data(cfg)
+    cache = os.path.join(os.path.dirname(cfg.out.rstrip("/")) or ".", "feature-cache")
+    feats, train, bad = data.features(train, cache, cfg.skip_bad, max_frames)
+    skipped.update(bad)
+    held_feats, held_out, bad = data.features(held_out, cache, cfg.skip_bad, max_frames)
+    skipped.update(bad)
+    for name, examples in evals.items():
+        eval_feats, kept, eval_skipped = data.features(examples, cache, cfg.skip_bad, max_frames)
+        if eval_skipped:
+            print(f"skipped in eval set {name}: {dict(eval_skipped)}")
+        evals[name] = (kept, eval_feats)
+    if skipped:
+        print(f"skipped training examples: {dict(skipped)}")
+    print(f"train: {len(train)} utterances, {sum(len(f) for f in feats) / 360000:.2f} h; RL hold-out: "
+          f"{len(held_out)}; " + ", ".join(f"{k}: {len(v[0])}" for k, v in evals.items()))
+    tokenizer = run_tokenizer(cfg, train)
+    for name, examples in [("train", train)] + [(k, v[0]) for k, v in evals.items()]:
+        n_cut = sum(prompt_ids(tokenizer, ex, cfg.max_prompt_tokens)[1] for ex in examples)
+        if n_cut:
+            print(f"warning: {n_cut} prompts in {name} are longer than --max-prompt-tokens "
+                  f"{cfg.max_prompt_tokens} and were truncated")
+    everything = train + held_out
+    return tokenizer, RunData(train, held_out, feats + held_feats,
+                              [tokenizer.encode(ex.text) + [tokenizer.eos_id] for ex in everything],
+                              [prompt_ids(tokenizer, ex, cfg.max_prompt_tokens)[0] for ex in everything], evals)
+
+
+def run_tokenizer(cfg, train):
+    """The run's BPE tokenizer: <out>/tokenizer.json when resuming (or when stages 0-1 do not run), else trained."""
+    path = os.path.join(cfg.out, "tokenizer.json")
+    if os.path.exists(path) and (cfg.resume or not {"0", "1"} & set(cfg.stages.split(","))):
+        return Tokenizer.load(path)
+    tokenizer = Tokenizer.train([ex.text for ex in train] + [ex.prompt for ex in train if ex.prompt],
+                                vocab_size=cfg.vocab_size)
+    tokenizer.save(path)
+    return tokenizer

@@ -1,0 +1,40 @@
+"""Command-line flags from config dataclasses: one --flag per field, its help the field's comment.
+
+    @dataclass
+    class TrainConfig:
+        lr: float = 2e-3  # peak learning rate      ->   --lr LR   peak learning rate (default: 0.002)
+
+The comment next to a field is its documentation, read from the source, so the two never drift.
+"""
+import argparse
+import inspect
+import re
+from dataclasses import fields
+
+_FIELD = re.compile(r"\s+(\w+)\s*:[^=#]*=[^#]*#\s*(.*)$")  # "    name: type = default  # comment"
+
+
+def field_comments(cls):
+    """{field name: the comment on its line} for a dataclass defined in a source file."""
+    return {m[1]: m[2] for line in inspect.getsource(cls).splitlines() if (m := _FIELD.match(line))}
+
+
+def add_config_flags(parser, *classes):
+    """--flag-name for every field of every class (bools as --x / --no-x); defaults are None, so
+    a caller can tell a flag that was given from one that was not (presets fill the rest)."""
+    for cls in classes:
+        comments, group = field_comments(cls), parser.add_argument_group(f"{cls.__name__} fields")
+        for f in fields(cls):
+            flag = "--" + f.name.replace("_", "-")
+            if f.name not in comments:
+                raise ValueError(f"{cls.__name__}.{f.name} has no comment: it is the flag's --help")
+            help = f"{comments[f.name]} (default: {f.default})".replace("%", "%%")
+            if f.type is bool or f.type == "bool":
+                group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
+            else:
+                group.add_argument(flag, type=type(f.default), default=None, help=help)
+
+
+def build_configs(values, *classes):
+    """{name: value} -> one instance per class, each taking the fields it has."""
+    return [cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values}) for cls in classes]
