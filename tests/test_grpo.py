@@ -4,6 +4,7 @@ import statistics
 import pytest
 import torch
 
+from nanospeechrl import grpo
 from nanospeechrl.grpo import LOSS_TYPES, GRPOConfig, group_advantages, policy_loss
 
 N, T, MAX_NEW = 6, 7, 9
@@ -283,3 +284,52 @@ def test_unused_logprob_placeholders_cannot_poison_the_gradient():
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(logp.grad).all() and m["ratio"] == 1.0
     assert logp.grad[0, 2] == 0  # the masked slot gets no gradient
+
+
+def test_tied_groups_and_keep_groups_match_a_loop():
+    """keep_groups takes the rows of the kept groups, trimmed to their longest completion:
+    checked against a per-row loop; None when the kept rows hold no token to learn from."""
+    rewards = torch.tensor([[1.0, 1.0, 1.0], [0.0, 1.0, 0.5], [2.0, 2.0, 2.0 + 1e-7], [0.2, 0.1, 0.3]])
+    tied = grpo.tied_groups(rewards)
+    assert tied.tolist() == [True, False, True, False]  # 1e-7 apart counts as equal
+    G, L = 3, 7
+    lengths = torch.tensor([7, 2, 3, 5, 1, 4, 7, 7, 7, 2, 6, 3])  # longest kept (groups 1, 3): 6
+    tokens = torch.randint(1, 50, (12, L))
+    mask = (torch.arange(L)[None] < lengths[:, None]).float()
+    advantages = grpo.group_advantages(rewards)
+    off = torch.zeros(12, dtype=torch.bool)
+    off[5] = True
+    batch = grpo.keep_groups(tokens, lengths, mask, advantages, off, ~tied, G)
+    rows = [r for r in range(12) if not tied[r // G]]
+    assert batch.prompts.tolist() == [1, 3]
+    assert batch.tokens.equal(torch.stack([tokens[r, :6] for r in rows]))
+    assert batch.mask.equal(torch.stack([mask[r, :6] for r in rows]))
+    assert batch.lengths.tolist() == [lengths[r].item() for r in rows]
+    assert batch.advantages.tolist() == [advantages[r // G, r % G].item() for r in rows]
+    assert batch.off_policy.tolist() == [off[r].item() for r in rows]
+    assert grpo.keep_groups(tokens, lengths, mask * 0, advantages, off, ~tied, G) is None
+    assert grpo.keep_groups(tokens, lengths, mask, advantages, off, torch.zeros(4, dtype=torch.bool), G) is None
+
+
+def test_grpo_update_takes_any_logprob_function():
+    """grpo_update knows no model: a table of logits as the 'policy' moves toward the positive-advantage
+    completion, and a non-finite loss skips the update."""
+    torch.manual_seed(0)
+    logits = torch.zeros(2, 4, requires_grad=True)  # (L, V): one distribution per position
+    opt = torch.optim.SGD([logits], lr=1.0)
+    tokens = torch.tensor([[1, 2], [3, 0]])
+    batch = grpo.Completions(torch.tensor([0]), tokens, torch.tensor([2, 2]), torch.ones(2, 2),
+                             torch.tensor([1.0, -1.0]), torch.zeros(2, dtype=torch.bool))
+
+    def logprobs_fn():
+        return logits.log_softmax(-1).expand(2, 2, 4).gather(2, tokens[..., None]).squeeze(-1)
+
+    cfg = grpo.GRPOConfig(beta=0.0)
+    before = logprobs_fn().detach()
+    metrics = grpo.grpo_update(logprobs_fn, [logits], opt, batch, None, cfg)
+    after = logprobs_fn().detach()
+    assert metrics["grad_norm"] > 0 and metrics["ratio"] == 1.0
+    assert (after[0] > before[0]).all() and (after[1] < before[1]).all()
+    snapshot = logits.detach().clone()
+    assert grpo.grpo_update(lambda: logprobs_fn() * float("nan"), [logits], opt, batch, None, cfg) is None
+    assert logits.detach().equal(snapshot)

@@ -3,6 +3,7 @@ Stage-2 (GRPO) and stage-1b specifics are in test_train_asr_rl.py."""
 import json
 import os
 import shutil
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -235,3 +236,49 @@ def test_sft_augment_masks_the_cached_encoder_outputs(corpus, full_run, tmp_path
         assert zero_frames > 0 and zero_channels > 0
     else:
         assert zero_frames == 0 and zero_channels == 0
+
+
+def test_plot_draws_the_run(full_run, tmp_path, capsys):
+    """python -m nanospeechrl.plot on a tiny run's metrics writes a real PNG; a half-written line is
+    skipped with its file:line named; a missing or empty metrics file is a clear error."""
+    import matplotlib.image
+
+    from nanospeechrl import plot
+    out, r, _ = full_run
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text((out / "metrics.jsonl").read_text() + '{"stage": "stage2", "st\n')
+    plot.main([str(run)])
+    assert f"{run / 'metrics.jsonl'}:" in capsys.readouterr().err
+    image = matplotlib.image.imread(run / "training.png")  # (H, W, 4)
+    assert image.shape[0] > 200 and image.shape[1] > 400
+    assert len(torch.from_numpy(image).flatten(0, 1).unique(dim=0)) > 20  # curves, not a blank canvas
+    with pytest.raises(SystemExit, match="no such file"):
+        plot.main([str(tmp_path / "nowhere")])
+    (run / "metrics.jsonl").write_text("not json\n[1, 2]\n")
+    with pytest.raises(SystemExit, match="no metrics rows"):
+        plot.main([str(run)])
+
+
+def test_every_flag_explains_itself(capsys, monkeypatch):
+    """--help gives every TrainConfig and GRPOConfig field a line of its own from its comment."""
+    from dataclasses import fields
+
+    from nanospeechrl.cli import add_config_flags, field_comments
+    monkeypatch.setenv("COLUMNS", "2000")  # one line per flag: argparse would wrap at hyphens
+    module = load_train_asr()
+    with pytest.raises(SystemExit):
+        module.parse_args(["--help"])
+    text = capsys.readouterr().out
+    for cls in (module.TrainConfig, module.GRPOConfig):
+        comments = field_comments(cls)
+        for f in fields(cls):
+            assert comments.get(f.name), f.name
+            assert f"--{f.name.replace('_', '-')}" in text and comments[f.name] in text, f.name
+
+    @dataclass
+    class Undocumented:
+        steps: int = 3
+
+    with pytest.raises(ValueError, match="Undocumented.steps has no comment"):
+        add_config_flags(__import__("argparse").ArgumentParser(), Undocumented)
