@@ -6,12 +6,18 @@ Use a trained speech LLM from the command line.
     python sample.py transcribe --ckpt out/asr/stage1 --temperature 0.7 --top-p 0.9 --seed 1 a.wav
     python sample.py answer --ckpt out/asr/stage2 --question "Where does Anna live?" passage.wav
     python sample.py translate --ckpt out/asr/stage2 english.wav        # -> Spanish text
+    python sample.py synthesize --ckpt out/tts/lm --text "Hello there." --voice ref.wav -o hello.wav
+    python sample.py synthesize --ckpt out/tts/lm --text "One." --text "Two." --speaker en-us+f3 -o out.wav
 
-Prints one line per input file on stdout, "<path>\\t<output>", in the order given. A file that
-cannot be used (unreadable, empty, longer than the encoder accepts) prints
+Speech -> text prints one line per input file on stdout, "<path>\\t<output>", in the order
+given. A file that cannot be used (unreadable, empty, longer than the encoder accepts) prints
 "error: <path>: <why>" on stderr instead; the others still run, and the exit code is 1.
+synthesize writes one wav per --text (several: out-0.wav, out-1.wav, ...) in the voice of a
+reference clip (--voice) or of a built-in eSpeak voice (--speaker), and prints their paths;
+any bad input stops it before a file is written.
 """
 import argparse
+import os
 import sys
 
 import torch
@@ -85,6 +91,39 @@ def translate(args):
     return speech_to_text(args, task="ast")
 
 
+def synthesize(args):
+    from nanospeechrl.builtin.synth import synthesize as espeak, voices
+    from nanospeechrl.tts.synthesis import load_tts, vocode
+    device = pick_device(args.device)
+    try:
+        tts = load_tts(args.ckpt)
+        for text in args.text:
+            tts.pieces(text)  # every text checked before anything is written
+        if args.voice:
+            reference = audio.log_mel(audio.load(args.voice))
+        elif args.speaker in voices(include_odd=True):
+            reference = audio.log_mel(espeak("The quick brown fox jumps over the lazy dog.", args.speaker))
+        else:
+            raise ValueError(f"unknown speaker {args.speaker!r}: a built-in eSpeak voice such as en-us+f3 "
+                             f"(accent+variant; nanospeechrl.builtin.synth.voices() lists them), or --voice ref.wav")
+    except (OSError, ValueError) as e:  # AudioError is a ValueError and names the file
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    tts.to(device)
+    voice = tts.voice([reference])
+    generator = torch.Generator(device).manual_seed(args.seed)
+    stem, suffix = os.path.splitext(args.output)
+    for i, text in enumerate(args.text):
+        mel = tts.synthesize([text], voice, steps=args.steps, generator=generator, temperature=args.temperature,
+                             top_k=args.top_k, top_p=args.top_p)[0][0]
+        path = args.output if len(args.text) == 1 else f"{stem}-{i}{suffix or '.wav'}"
+        tmp = f"{path}.tmp{suffix or '.wav'}"
+        audio.save(tmp, vocode(mel, generator=torch.Generator().manual_seed(args.seed)))
+        os.replace(tmp, path)  # a reader never sees half a file
+        print(path, flush=True)
+    return 0
+
+
 def add_common(parser):
     """Flags every subcommand shares: the checkpoint, the inputs, sampling and the device."""
     parser.add_argument("--ckpt", required=True, help="checkpoint directory, e.g. out/asr/stage1")
@@ -116,6 +155,20 @@ def main(argv=None):
     p = commands.add_parser("translate", help="speech translation: English speech -> Spanish text")
     add_common(p)
     p.set_defaults(run=translate)
+    p = commands.add_parser("synthesize", help="text -> speech (TTS), written as wav files")
+    p.add_argument("--ckpt", required=True, help="a TTS LM checkpoint, e.g. out/tts/lm (flow and speaker beside it)")
+    p.add_argument("--text", action="append", required=True, help="text to speak (repeat for several)")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--voice", help="reference clip of the voice to speak in (wav, flac, ...)")
+    who.add_argument("--speaker", help="a built-in eSpeak voice, accent+variant, e.g. en-us+f3")
+    p.add_argument("-o", "--output", required=True, help="wav to write (several texts: <stem>-<i>.wav)")
+    p.add_argument("--temperature", type=float, default=1.0, help="speech-token sampling temperature")
+    p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0 = all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = all)")
+    p.add_argument("--steps", type=int, default=10, help="flow-matching Euler steps")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    p.set_defaults(run=synthesize)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -8,8 +8,8 @@ length-bucketed batches (the preset's frames, lengths drawn like the built-in co
 three ways: fp32; bf16 autocast with batches of exact lengths; bf16 with lengths padded to
 data.SHAPE_MULTIPLE frames, as training does. On a CPU, bf16 runs on oneDNN kernels
 compiled once per shape: without the padding almost every batch is a new shape. Needs a CPU
-with AMX to show a speed-up (on CUDA train_asr.py keeps fp32: see docs/RESULTS.md). The last line is the stage-0 speed-up of padded bf16 over
-fp32, as a bare number.
+with AMX to show a speed-up (on CUDA train_asr.py keeps fp32: see docs/RESULTS.md). The last
+line is the stage-0 speed-up of padded bf16 over fp32, as a bare number.
 """
 import argparse
 import os

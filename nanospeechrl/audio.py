@@ -187,12 +187,17 @@ def spec_augment(feats: torch.Tensor, n_freq_masks: int = 2, freq_width: int = 1
 
 # ----------------------------------------------------------------------------- Griffin-Lim
 
-def mel_to_linear(logmel: torch.Tensor) -> torch.Tensor:
-    """(T_frames, N_MELS) scaled log-mel -> (N_FFT//2 + 1, T_frames) linear magnitude (least squares)."""
-    mel_power = 10.0 ** (logmel.float() * 4.0 - 4.0)  # undo (x + 4) / 4 and log10
-    inverse = torch.linalg.pinv(mel_filters().double()).float().to(logmel.device)  # (F, N_MELS)
-    power = (inverse @ mel_power.T).clamp(min=0)  # negative power is impossible: clamp
-    return power.sqrt()
+def mel_to_linear(logmel: torch.Tensor, n_iter: int = 30) -> torch.Tensor:
+    """(T_frames, N_MELS) scaled log-mel -> (N_FFT//2 + 1, T_frames) linear magnitude: the
+    non-negative least-squares power spectrum under the mel filters (multiplicative updates
+    from the filters' transpose). The plain pseudo-inverse, clamped at 0, leaves a spiky
+    spectrum whenever the mel is not exactly one the filters made (any generated mel)."""
+    fb = mel_filters().double().to(logmel.device)  # (N_MELS, F)
+    mel_power = 10.0 ** (logmel.double() * 4.0 - 4.0).T  # (N_MELS, T): undo (x + 4) / 4 and log10
+    power = (fb.T @ mel_power) / (fb.T.sum(dim=1, keepdim=True) + 1e-10)  # smooth, non-negative start
+    for _ in range(n_iter):  # Lee & Seung's update for min ||fb @ power - mel_power||, power >= 0
+        power = power * (fb.T @ mel_power) / (fb.T @ (fb @ power) + 1e-30)
+    return power.sqrt().float()
 
 
 def griffin_lim(magnitude: torch.Tensor, n_iter: int = 32, momentum: float = 0.99,

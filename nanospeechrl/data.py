@@ -16,8 +16,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
+from tqdm import tqdm
 
 from nanospeechrl import audio
+from nanospeechrl.devices import autocast
 from nanospeechrl.tokenizer import TASKS
 
 KNOWN_FIELDS = ("audio", "text", "task", "prompt", "transcript", "speaker", "duration")
@@ -41,8 +43,8 @@ class Example:
 
     @property
     def spoken(self) -> str:
-        """The words spoken in the audio ('' when unknown): the transcript, or an asr example's text."""
-        return self.transcript or (self.text if self.task == "asr" else "")
+        """The words spoken in the audio ('' when unknown): the transcript, or an asr / tts example's text."""
+        return self.transcript or (self.text if self.task in ("asr", "tts") else "")
 
 
 class _BadLine(Exception):
@@ -342,3 +344,18 @@ def to_batch(feats, idx, device, augment=False, generator=None, token_ids=None):
     if augment:
         b["feats"] = audio.spec_augment(b["feats"], generator=generator)
     return {k: v.to(device) for k, v in b.items()}
+
+
+@torch.no_grad()
+def map_batches(fn, feats, batch_size, device, desc=None):
+    """[fn(batch)...] over feats (a list of (T, D)) in length-sorted padded batches (to_batch's
+    dict, under bf16 autocast where it is on); fn returns one result per row. -> results in input order."""
+    out = [None] * len(feats)
+    order = sorted(range(len(feats)), key=lambda i: len(feats[i]))
+    starts = range(0, len(order), batch_size)
+    for start in tqdm(starts, desc=desc, leave=False) if desc else starts:
+        idx = order[start:start + batch_size]
+        with autocast(device):
+            for i, result in zip(idx, fn(to_batch(feats, idx, device))):
+                out[i] = result
+    return out

@@ -10,10 +10,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from nanospeechrl.data import to_batch
-from nanospeechrl.devices import autocast
+from nanospeechrl.data import map_batches
 from nanospeechrl.llm import apply_rope, rope_tables, sdpa
 
 FRAMES_PER_SECOND = 100  # log-mel frames per second (10 ms hop, see audio.py)
@@ -153,6 +151,29 @@ class ConformerBlock(nn.Module):
         return self.norm(x)
 
 
+def run_blocks(blocks, x, lengths, n_head):
+    """Conformer blocks over (B, T', D) frames with lengths (B,) -> (B, T', D), zero past each
+    length, so whatever consumes them (frame stacking, pooling) sees clean zeros."""
+    keep = ~padding_mask(lengths, x.shape[1])  # (B, T')
+    cos, sin = rope_tables(x.shape[1], x.shape[-1] // n_head, device=x.device)  # llm.py's RoPE
+    for block in blocks:
+        x = block(x, keep, cos, sin)
+    return x.masked_fill(~keep[..., None], 0.0)
+
+
+class Conformer(nn.Module):
+    """n_layer conformer blocks on frames that are already d_model wide (no subsampling): the
+    TTS half's token-rate networks (speech tokenizer's upper half, Token2Text, flow estimator)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.n_head = config.n_head
+        self.blocks = nn.ModuleList(ConformerBlock(config) for _ in range(config.n_layer))
+
+    def forward(self, x, lengths):  # (B, T', D), (B,) -> (B, T', D)
+        return run_blocks(self.blocks, x, lengths, self.n_head)
+
+
 class Encoder(nn.Module):
     def __init__(self, config):
         super().__init__()
@@ -174,29 +195,18 @@ class Encoder(nn.Module):
         if lengths.shape != (B,) or bool((lengths < 1).any()) or bool((lengths > T).any()):
             raise ValueError(f"lengths must be (B,) = ({B},) with values in [1, {T}], got {lengths.tolist()}")
         x, lengths = self.subsample(feats, lengths)  # (B, T', D)
-        x = self.drop(x)
-        keep = ~padding_mask(lengths, x.shape[1])  # (B, T')
-        cos, sin = rope_tables(x.shape[1], cfg.d_model // cfg.n_head, device=x.device)  # llm.py's RoPE
-        for block in self.blocks:
-            x = block(x, keep, cos, sin)
-        # zero padded frames so whatever consumes them (frame stacking, pooling) sees clean zeros
-        return x.masked_fill(~keep[..., None], 0.0), lengths
+        return run_blocks(self.blocks, self.drop(x), lengths, cfg.n_head), lengths
 
 
-@torch.no_grad()
 def encode_all(encoder, feats, batch_size, device):
     """A frozen encoder's output for every utterance, once: a list of (T', D) float32 CPU tensors."""
     encoder.eval()
-    out = [None] * len(feats)
-    order = sorted(range(len(feats)), key=lambda i: len(feats[i]))
-    for start in tqdm(range(0, len(order), batch_size), desc="encode", leave=False):
-        idx = order[start:start + batch_size]
-        b = to_batch(feats, idx, device)
-        with autocast(device):
-            hidden, lens = encoder(b["feats"], b["feat_lens"])
-        for i, h, n in zip(idx, hidden.float().cpu(), lens.tolist()):
-            out[i] = h[:n].clone()
-    return out
+
+    def encode(b):
+        hidden, lens = encoder(b["feats"], b["feat_lens"])
+        return [h[:n].clone() for h, n in zip(hidden.float().cpu(), lens.tolist())]
+
+    return map_batches(encode, feats, batch_size, device, desc="encode")
 
 
 class CTCHead(nn.Module):

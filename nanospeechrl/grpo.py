@@ -185,17 +185,13 @@ def keep_groups(tokens, lengths, mask, advantages, off_policy, keep, num_generat
                        advantages.flatten().to(tokens.device)[rows], off_policy[rows])
 
 
-def grpo_update(logprobs_fn, parameters, optimizer, batch, ref_logprobs, cfg):
-    """cfg.num_iterations clipped policy-gradient steps on one batch of Completions.
-    logprobs_fn() -> (N, L) float log-probs of batch.tokens under the current policy,
-    differentiable (the model's forward). The first iteration's values are pi_old.
-    Returns metrics, or None when a loss or gradient is not finite (that update is skipped)."""
+def safe_step(loss_fn, parameters, optimizer, iterations=1):
+    """`iterations` optimizer steps of loss_fn(i) -> (loss, metrics dict): backward, gradient
+    clipping at norm 1, step. -> the last metrics with loss and grad_norm, or None as soon as a
+    loss or gradient is not finite (that update is skipped)."""
     parameters = list(parameters)
-    for it in range(cfg.num_iterations):
-        logp = logprobs_fn()
-        if it == 0:
-            old = logp.detach()  # pi_old: the policy that sampled, before this batch's updates
-        loss, metrics = policy_loss(logp, old, ref_logprobs, batch.advantages, batch.mask, cfg, batch.off_policy)
+    for it in range(iterations):
+        loss, metrics = loss_fn(it)
         if not torch.isfinite(loss):
             return None
         loss.backward()
@@ -206,6 +202,22 @@ def grpo_update(logprobs_fn, parameters, optimizer, batch, ref_logprobs, cfg):
         if not torch.isfinite(grad_norm):
             return None
     return {"loss": loss.item(), "grad_norm": grad_norm.item(), **metrics}
+
+
+def grpo_update(logprobs_fn, parameters, optimizer, batch, ref_logprobs, cfg):
+    """cfg.num_iterations clipped policy-gradient steps on one batch of Completions.
+    logprobs_fn() -> (N, L) float log-probs of batch.tokens under the current policy,
+    differentiable (the model's forward). The first iteration's values are pi_old.
+    Returns metrics, or None when a loss or gradient is not finite (that update is skipped)."""
+    old = []
+
+    def loss_fn(it):
+        logp = logprobs_fn()
+        if it == 0:
+            old.append(logp.detach())  # pi_old: the policy that sampled, before this batch's updates
+        return policy_loss(logp, old[0], ref_logprobs, batch.advantages, batch.mask, cfg, batch.off_policy)
+
+    return safe_step(loss_fn, parameters, optimizer, cfg.num_iterations)
 
 
 def rollout_metrics(rewards, parts, tied, off_policy, rollout, lengths, truncated):
@@ -220,7 +232,8 @@ def rollout_metrics(rewards, parts, tied, off_policy, rollout, lengths, truncate
         kept = [v for v, o in zip(values, on.tolist()) if o and v is not None]
         return sum(kept) / max(1, len(kept))
 
-    return {"reward": rewards.flatten()[on].mean().item(), "reward_std": rewards.std(dim=1).mean().item(),
+    reward_std = rewards.std(dim=1).mean().item() if rewards.shape[1] > 1 else 0.0  # (a group of 1 has none)
+    return {"reward": rewards.flatten()[on].mean().item(), "reward_std": reward_std,
             "frac_reward_zero_std": tied.float().mean().item(),
             **{f"rewards/{k}": mean(v) for k, v in parts.items()},
             # -mean log-prob of the sampled tokens: a Monte-Carlo estimate of the per-token entropy

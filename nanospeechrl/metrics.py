@@ -23,16 +23,20 @@ def error_counts(refs, hyps):
             "loops": sum(is_hallucination(h, r) for h, r in zip(hyps, refs))}
 
 
-def word_errors(refs, hyps):
-    """Per-utterance (errors, reference words) on normalised text."""
+def word_errors(refs, hyps, unit="word"):
+    """Per-utterance (errors, reference words) on normalised text; unit="char": characters."""
     out = []
     for r, h in zip(refs, hyps):
         r, h = normalize(r), normalize(h)
+        if unit == "char":  # spaces count, as in jiwer's CER ("_" never survives normalize)
+            r, h = list(r.replace(" ", "_")), list(h.replace(" ", "_"))
+        else:
+            r, h = r.split(), h.split()
         if not r:
-            out.append((len(h.split()), 0))
+            out.append((len(h), 0))
             continue
-        w = jiwer.process_words(r, h)
-        out.append((w.substitutions + w.deletions + w.insertions, len(r.split())))
+        w = jiwer.process_words(" ".join(r), " ".join(h))
+        out.append((w.substitutions + w.deletions + w.insertions, len(r)))
     return out
 
 
@@ -71,9 +75,9 @@ def bootstrap_diff(metric, n, n_resamples=2000, seed=0):
     return metric(range(n)), stats[int(0.025 * n_resamples)], stats[int(0.975 * n_resamples) - 1]
 
 
-def bootstrap_wer_diff(refs, hyps_a, hyps_b, n_resamples=2000, seed=0):
-    """WER(b) - WER(a) and its 95% interval. Negative: b makes fewer errors."""
-    a, b = word_errors(refs, hyps_a), word_errors(refs, hyps_b)
+def bootstrap_wer_diff(refs, hyps_a, hyps_b, n_resamples=2000, seed=0, unit="word"):
+    """WER(b) - WER(a) (unit="char": CER) and its 95% interval. Negative: b makes fewer errors."""
+    a, b = word_errors(refs, hyps_a, unit), word_errors(refs, hyps_b, unit)
 
     def diff(idx):
         words = sum(a[i][1] for i in idx)

@@ -96,14 +96,15 @@ REWARDS = {"wer": wer, "cer": cer, "hallucination": hallucination, "keyword": ke
 TASK_REWARDS = {"asr": "wer:1,hallucination:1", "sqa": "bleu:1", "ast": "bleu:1"}  # when --reward is not given
 
 
-def parse_rewards(spec):
-    """"wer:1,hallucination:0.5" (weight 1 when left out) -> {name: weight}; unknown names fail."""
+def parse_rewards(spec, known=None):
+    """"wer:1,hallucination:0.5" (weight 1 when left out) -> {name: weight}; names not in
+    `known` (default REWARDS; tts/rewards.py has its own) fail."""
+    known = REWARDS if known is None else known
     weights = {}
     for item in filter(None, (s.strip() for s in spec.split(","))):
         name, _, w = (part.strip() for part in item.partition(":"))
-        if name not in REWARDS:
-            raise ValueError(f"unknown reward {name!r} in {spec!r}; choose from {', '.join(REWARDS)} "
-                             f"(e.g. --reward wer:1,hallucination:1)")
+        if name not in known:
+            raise ValueError(f"unknown reward {name!r} in {spec!r}; choose from {', '.join(known)}")
         try:
             weights[name] = float(w) if w else 1.0
         except ValueError:
@@ -111,13 +112,13 @@ def parse_rewards(spec):
         if not math.isfinite(weights[name]):
             raise ValueError(f"reward weight {w!r} for {name!r} is not a finite number (write name:weight)")
     if not weights:
-        raise ValueError(f"no reward in {spec!r}; choose from {', '.join(REWARDS)}")
+        raise ValueError(f"no reward in {spec!r}; choose from {', '.join(known)}")
     return weights
 
 
-def score(weights, hyps, refs, **fields):
-    """-> (weighted total per hypothesis, {name: per-hypothesis list})."""
-    parts = {name: REWARDS[name](hyps, refs, **fields) for name in weights}
+def score(weights, hyps, refs, known=None, **fields):
+    """-> (weighted total per hypothesis, {name: per-hypothesis list}); known: as parse_rewards."""
+    parts = {name: (REWARDS if known is None else known)[name](hyps, refs, **fields) for name in weights}
     total = [sum(weights[name] * parts[name][i] for name in weights) for i in range(len(hyps))]
     return total, parts
 

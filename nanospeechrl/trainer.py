@@ -32,12 +32,13 @@ def lr_at(step, total, peak):
 
 
 def train_stage(name, model, loss_fn, lengths, cfg, device, ckpt_config, tokenizer, log, gen, steps=None,
-                seconds=None, lr_fn=None, init_opt=None):
+                seconds=None, lr_fn=None, init_opt=None, batch_frames=None):
     """Train `model` on loss_fn(batch indices) for `steps` steps, or for `seconds` of training
     time (then lr_fn is required: a schedule over an unknown number of steps), checkpointing
     to <cfg.out>/<name>. lengths: each item's length in frames, for batching. gen: the
     augmentation generator, saved with the checkpoint so a resumed run continues exactly.
-    init_opt: a checkpoint whose optimizer state (AdamW moments) a fresh start continues from."""
+    init_opt: a checkpoint whose optimizer state (AdamW moments) a fresh start continues from.
+    batch_frames: the padded length budget of a batch (default cfg.batch_frames)."""
     if (steps is None) == (seconds is None) or (seconds is not None and lr_fn is None):
         raise ValueError("train_stage: give steps, or seconds and an lr_fn")
     path = os.path.join(cfg.out, name)
@@ -57,7 +58,7 @@ def train_stage(name, model, loss_fn, lengths, cfg, device, ckpt_config, tokeniz
     elif init_opt:
         load_checkpoint(init_opt, optimizer=opt)
     model.train()
-    batches = batches_forever(lengths, cursor, cfg.seed, cfg.batch_frames)
+    batches = batches_forever(lengths, cursor, cfg.seed, batch_frames or cfg.batch_frames)
     bar = tqdm(itertools.count(step) if steps is None else range(step, steps), desc=name, initial=step, total=steps)
     t0 = time.time() - elapsed
     for step in bar:

@@ -67,6 +67,19 @@ def test_reused_and_reproducible(corpus, tmp_path):
     assert os.path.basename(corpus_dir(other)) != os.path.basename(corpus)
 
 
+def test_tts_corpus_speaks_the_test_sentences_again_in_training_voices(tmp_path):
+    cfg = CorpusConfig(task="tts", n_train=4, n_dev=2, n_test=3, n_test_accent=0, n_test_long=0)
+    root = build_corpus(cfg, root=str(tmp_path), processes=1, verbose=False)
+    assert sorted(f for f in os.listdir(root) if f.endswith(".jsonl")) == [
+        "dev.jsonl", "test.jsonl", "test_seen.jsonl", "train.jsonl"]
+    test, seen, train = read(root, "test"), read(root, "test_seen"), read(root, "train")
+    assert [ex.text for ex in seen] == [ex.text for ex in test] and all(ex.task == "tts" for ex in seen)
+    assert all(ex.spoken == ex.text for ex in train)  # tts rows say their text: CTC targets for the tokenizer
+    train_vars, heldout_vars, _ = voice_pools(cfg)
+    assert {ex.speaker.split("+")[1] for ex in seen} <= set(train_vars)
+    assert {ex.speaker.split("+")[1] for ex in test} <= set(heldout_vars)
+
+
 def test_bad_config():
     with pytest.raises(ValueError, match="test_accent"):
         voice_pools(CorpusConfig(test_accent="en-mars"))

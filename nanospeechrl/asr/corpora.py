@@ -21,8 +21,9 @@ from nanospeechrl.asr.speechlm import prompt_ids
 from nanospeechrl.builtin.corpus import TASK_SPLITS, CorpusConfig, build_corpus
 from nanospeechrl.tokenizer import Tokenizer
 
-# --task -> the built-in corpora it trains on: one task (tokenizer.TASKS), or "mix" of all of them
-TASK_CORPORA = {**{task: [task] for task in TASK_SPLITS}, "mix": list(TASK_SPLITS)}
+SPEECH_TO_TEXT = ("asr", "sqa", "ast")  # the tasks of tokenizer.TASKS that train_asr.py trains
+# --task -> the built-in corpora it trains on: one task, or "mix" of all of them
+TASK_CORPORA = {**{task: [task] for task in SPEECH_TO_TEXT}, "mix": list(SPEECH_TO_TEXT)}
 
 
 def load_data(cfg):

@@ -11,6 +11,7 @@ Splits (voice = "<accent>+<variant>", see synth.py):
     dev, test    training accents x held-out variants   (voices never seen in training)
     test_accent  the held-out accent x training variants (an accent never seen in training)
     test_long    like test, 20-30 s passages of several sentences (asr only; where speech LLMs hallucinate)
+    test_seen    the test sentences spoken by training voices (tts only: zero-shot vs seen voices)
 No sentence of a dev/test split occurs in train (grammar.split_texts guarantees it).
 The directory name holds a hash of the config: the same config reuses the built corpus.
 """
@@ -31,13 +32,14 @@ from nanospeechrl.audio import SAMPLE_RATE, save
 from nanospeechrl.builtin.grammar import split_texts
 
 SPLITS = ["train", "dev", "test", "test_accent", "test_long"]
-TASK_SPLITS = {"asr": SPLITS, "sqa": SPLITS[:4], "ast": SPLITS[:4]}
+# tts: the asr sentences; test_seen speaks the test sentences again with training voices
+TASK_SPLITS = {"asr": SPLITS, "sqa": SPLITS[:4], "ast": SPLITS[:4], "tts": SPLITS[:3] + ["test_seen"]}
 CORPUS_VERSION = 2  # bump when the rendering below changes, so old corpora are not reused
 
 
 @dataclass
 class CorpusConfig:
-    task: str = "asr"                  # asr, sqa (spoken QA) or ast (speech translation, English -> Spanish)
+    task: str = "asr"                  # asr, sqa (spoken QA), ast (speech translation, English -> Spanish) or tts
     seed: int = 0                      # everything (texts, voices, noise) is deterministic in it
     n_train: int = 4000                # utterances per split ...
     n_dev: int = 200
@@ -73,10 +75,11 @@ def _items(cfg):
     """{split: [{"text": target, "prompt": ..., "transcript": the words spoken if not text}]}."""
     if cfg.task not in TASK_SPLITS:
         raise ValueError(f"unknown corpus task {cfg.task!r}; choose from {', '.join(TASK_SPLITS)}")
-    if cfg.task != "asr":
+    if cfg.task in ("sqa", "ast"):
         return tasks.split_task_texts(cfg.task, cfg.seed, cfg.n_train, cfg.n_dev, cfg.n_test, cfg.n_test_accent)
     texts = split_texts(cfg.seed, cfg.n_train, cfg.n_dev, cfg.n_test, cfg.n_test_accent, cfg.n_test_long)
-    return {split: [{"text": t} for t in texts[split]] for split in SPLITS}
+    texts["test_seen"] = texts["test"]
+    return {split: [{"text": t} for t in texts[split]] for split in TASK_SPLITS[cfg.task]}
 
 
 def _jobs(cfg):
@@ -84,7 +87,8 @@ def _jobs(cfg):
     items = _items(cfg)
     train_vars, heldout_vars, accents = voice_pools(cfg)
     pools = {"train": (accents, train_vars), "dev": (accents, heldout_vars), "test": (accents, heldout_vars),
-             "test_accent": ([cfg.test_accent], train_vars), "test_long": (accents, heldout_vars)}
+             "test_accent": ([cfg.test_accent], train_vars), "test_long": (accents, heldout_vars),
+             "test_seen": (accents, train_vars)}
     jobs = {}
     for split in TASK_SPLITS[cfg.task]:
         rng = random.Random(f"{cfg.seed}-{split}")  # a split's voices don't depend on other splits' sizes

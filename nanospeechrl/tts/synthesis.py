@@ -1,0 +1,148 @@
+"""
+Text + a voice -> speech: the trained TTS pieces put together, and loading them from a run.
+
+    tts = load_tts("out/tts/lm")                       # the LM checkpoint; flow and speaker beside it
+    voice = tts.voice([log_mel(load("ref.wav"))])      # (1, dim) speaker embedding of a reference clip
+    mels, capped = tts.synthesize(["Hello there."], voice)
+    wav = vocode(mels[0])                              # Griffin-Lim: what a person hears
+
+The LM samples speech tokens (temperature 1 by default, as it was trained to be sampled), the
+flow model turns them into log-mel conditioned on the voice, Griffin-Lim into a waveform. A
+text too long for the LM's context is split into sentences, each spoken on its own.
+"""
+import re
+from pathlib import Path
+
+import torch
+
+from nanospeechrl.audio import griffin_lim, mel_to_linear
+from nanospeechrl.checkpoint import load_checkpoint, read_config
+from nanospeechrl.data import collate
+from nanospeechrl.llm import LLMConfig
+from nanospeechrl.rewards import normalize
+from nanospeechrl.tokenizer import Tokenizer
+from nanospeechrl.tts.flow import FOLD, FlowConfig, TokenToMel
+from nanospeechrl.tts.speaker import SpeakerConfig, SpeakerEncoder
+from nanospeechrl.tts.token_lm import TokenLM, length_caps, sample_tokens, speech_tokens
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+class TTS:
+    def __init__(self, lm, flow, speaker, tokenizer, max_ratio):
+        self.lm, self.flow, self.speaker, self.tokenizer, self.max_ratio = lm, flow, speaker, tokenizer, max_ratio
+
+    @property
+    def device(self):
+        return self.lm.wte.weight.device
+
+    def to(self, device):
+        for m in (self.lm, self.flow, self.speaker):
+            m.to(device)
+        return self
+
+    @torch.no_grad()
+    def voice(self, feats):
+        """Reference clips' log-mel, a list of (T, 80) -> the flow's voice condition (B, dim): the
+        speaker embedding and the flow's own reference encoding of each clip."""
+        b = collate(feats)
+        f, n = b["feats"].to(self.device), b["feat_lens"].to(self.device)
+        return self.flow.voice(self.speaker(f, n), f, n)
+
+    def pieces(self, text):
+        """A text -> the prompts it is spoken as: itself, or its sentences when it is too long for the LM."""
+        if not normalize(text):
+            raise ValueError(f"nothing to say in {text!r}: the text has no words")
+        budget = self.lm.config.max_seq_len
+
+        def fits(t):
+            prompt = self.lm.prompt(self.tokenizer, t)
+            return len(prompt) + length_caps([prompt], self.max_ratio)[0] <= budget
+
+        if fits(text):
+            return [text]
+        sentences = [s for s in _SENTENCE_END.split(text.strip()) if normalize(s)]
+        too_long = [s for s in sentences if not fits(s)]
+        if too_long:
+            raise ValueError(f"the sentence {too_long[0][:60]!r}... is too long for this model's context "
+                             f"({budget} tokens with its speech): split it into shorter sentences")
+        return sentences
+
+    @torch.no_grad()
+    def tokens(self, texts, temperature=1.0, top_k=0, top_p=1.0, generator=None):
+        """Texts (each fitting the LM) -> (speech-token lists, capped (N,) bool)."""
+        prompts = [self.lm.prompt(self.tokenizer, t) for t in texts]
+        rollout, capped = sample_tokens(self.lm, prompts, self.max_ratio, temperature=temperature, top_k=top_k,
+                                        top_p=top_p, generator=generator)
+        return speech_tokens(rollout, self.lm.eos_id), capped
+
+    @torch.no_grad()
+    def mels(self, tokens, voices, steps=10, generator=None):
+        """Speech-token lists + voices (B, dim; voice()) -> a list of log-mel (FOLD * n_i, 80)."""
+        lengths = torch.tensor([max(1, len(t)) for t in tokens], device=self.device)
+        ids = torch.zeros(len(tokens), int(lengths.max()), dtype=torch.long, device=self.device)
+        for i, t in enumerate(tokens):
+            ids[i, :len(t)] = torch.tensor(t, dtype=torch.long)
+        mel = self.flow.sample(ids, lengths, voices, steps, generator=generator)
+        return [m[:FOLD * n] for m, n in zip(mel.float(), lengths.tolist())]
+
+    def synthesize(self, texts, voices, steps=10, generator=None, **sampling):
+        """Texts + one voice per text (B, dim; voice()) -> (log-mel list, capped list of bool)."""
+        mels, capped = [], []
+        for text, voice in zip(texts, voices):
+            parts = self.pieces(text)
+            tokens, cut = self.tokens(parts, generator=generator, **sampling)
+            pieces = self.mels(tokens, voice[None].expand(len(parts), -1), steps, generator)
+            mels.append(torch.cat(pieces))
+            capped.append(bool(cut.any()))
+        return mels, capped
+
+
+def vocode(mel, n_iter=32, generator=None, peak=0.9):
+    """Log-mel (T, 80) -> waveform (by Griffin-Lim, on the CPU), scaled down to `peak` if louder:
+    a 16-bit file would clip it, and the log-mel of the result does not depend on the level."""
+    wav = griffin_lim(mel_to_linear(mel.float().cpu()), n_iter=n_iter, generator=generator)
+    return wav * min(1.0, peak / (wav.abs().max().item() + 1e-9))
+
+
+def build_model(config):
+    """A TTS run's checkpoint config -> its (untrained) module, by what the config holds."""
+    from nanospeechrl.encoder import CTCHead, Encoder, EncoderConfig
+    from nanospeechrl.tts.token2text import Token2Text, Token2TextConfig
+    from nanospeechrl.tts.tokens import SpeechTokenizer, TokenizerConfig
+    if "tokenizer" in config:
+        return SpeechTokenizer(TokenizerConfig(**config["tokenizer"]))
+    if "speaker" in config:
+        return SpeakerEncoder(SpeakerConfig(**{**config["speaker"], "classes": tuple(config["speaker"]["classes"])}))
+    if "flow" in config:
+        return TokenToMel(FlowConfig(**config["flow"]))
+    if "token2text" in config:
+        return Token2Text(Token2TextConfig(**config["token2text"]))
+    if "token_lm" in config:
+        return TokenLM(LLMConfig(**config["llm"]), config["token_lm"]["n_codes"])
+    if "encoder" in config and "llm" not in config:  # a CTC model: the judge, the reward ASR, train_asr's stage0
+        enc = EncoderConfig(**config["encoder"])
+        return torch.nn.ModuleDict({"encoder": Encoder(enc), "head": CTCHead(enc)})
+    raise ValueError(f"not a checkpoint of a TTS run's model (config keys: {sorted(config)})")
+
+
+def load_model(path, map_location="cpu"):
+    """A finished stage's checkpoint -> its module with the trained weights, in eval mode."""
+    model = build_model(read_config(path))
+    load_checkpoint(path, model, map_location=map_location)
+    return model.eval()
+
+
+def load_tts(path, map_location="cpu"):
+    """A text-to-token LM checkpoint (<run>/lm or an RL stage after it) -> TTS, in eval mode. The
+    flow model and speaker encoder come from the run directory (config.json names them)."""
+    config = read_config(path)
+    if "token_lm" not in config:
+        raise ValueError(f"{path}: not a TTS checkpoint (no 'token_lm' in config.json); synthesize needs "
+                         f"<tts run>/lm or a TTS RL stage, e.g. out/tts/lm")
+    run = Path(path).parent
+    lm = TokenLM(LLMConfig(**config["llm"]), config["token_lm"]["n_codes"])
+    tokenizer = Tokenizer.load(load_checkpoint(path, lm, map_location=map_location)["dir"])
+    flow = load_model(run / config["token_lm"]["flow"], map_location)
+    speaker = load_model(run / config["token_lm"]["speaker"], map_location)
+    return TTS(lm.eval(), flow, speaker, tokenizer, config["token_lm"]["max_ratio"])

@@ -1,0 +1,136 @@
+"""DiffRO (tts/diffro.py), Token2Text, the TTS rewards, and the TTS LM's teacher-forced log-probs."""
+import math
+
+import pytest
+import torch
+
+from nanospeechrl import rewards
+from nanospeechrl.llm import LLMConfig
+from nanospeechrl.sampler import sequence_logprobs
+from nanospeechrl.tts.diffro import diffro_loss, full_kl, gumbel, relax
+from nanospeechrl.tts.rewards import TTS_REWARDS, duration
+from nanospeechrl.tts.token2text import Token2Text, Token2TextConfig
+from nanospeechrl.tts.token_lm import TokenLM, completion_logits, sample_tokens, token_logprobs
+
+
+def test_relax_forward_is_a_one_hot_sample_of_softmax():
+    logits = torch.tensor([1.0, 0.0, -1.0, 2.0])
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([relax(logits, generator=g) for _ in range(20000)])
+    assert ((draws == 0) | (draws == 1)).all() and draws.sum(-1).eq(1).all()
+    assert torch.allclose(draws.mean(0), logits.softmax(-1), atol=0.01)  # Gumbel-max: exact softmax samples
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    one_hot = relax(logits.expand(5, 4), generator=g1)
+    assert one_hot.argmax(-1).equal((logits + gumbel((5, 4), g2)).argmax(-1))  # argmax(logits + g), the same g
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.5])
+def test_relax_gradient_is_the_soft_samples(tau):
+    torch.manual_seed(0)
+    logits = torch.randn(3, 6, requires_grad=True)
+    weights = torch.randn(3, 6)
+    (relax(logits, tau, torch.Generator().manual_seed(1)) * weights).sum().backward()
+    straight_through = logits.grad.clone()
+    logits.grad = None
+    soft = ((logits + gumbel((3, 6), torch.Generator().manual_seed(1))) / tau).softmax(-1)
+    (soft * weights).sum().backward()
+    assert straight_through.abs().sum() > 0 and torch.allclose(straight_through, logits.grad, atol=1e-6)
+
+
+def test_full_kl_matches_a_hand_computation():
+    p, q = torch.tensor([[0.7, 0.2, 0.1]]), torch.tensor([[0.2, 0.5, 0.3]])
+    hand = sum(a * math.log(a / b) for a, b in zip(p[0].tolist(), q[0].tolist()))
+    kl = full_kl(p.log()[None], q.log()[None], torch.ones(1, 1))
+    assert abs(kl.item() - hand) < 1e-6
+    assert full_kl(p.log()[None], q.log()[None], torch.zeros(1, 1)).item() == 0  # masked positions count nothing
+
+
+def tiny_token2text(n_codes=6, seed=0):
+    torch.manual_seed(seed)
+    model = Token2Text(Token2TextConfig(n_codes=n_codes, d_model=16, n_layer=1, vocab_size=5))
+    return model.eval().requires_grad_(False)
+
+
+def test_token2text_soft_input_equals_token_input_on_one_hots():
+    model = tiny_token2text()
+    tokens, lengths = torch.tensor([[1, 4, 2, 0], [3, 3, 5, 5]]), torch.tensor([3, 4])
+    logits, _ = model(tokens, lengths)
+    one_hot = torch.nn.functional.one_hot(tokens, 6).float()
+    labels, label_lens = torch.tensor([1, 2, 3, 4]), torch.tensor([2, 2])
+    lp = model.logprob_of_text(one_hot, lengths, labels, label_lens)
+    log_probs = logits.float().log_softmax(-1).transpose(0, 1)
+    want = -torch.nn.functional.ctc_loss(log_probs, labels, lengths, label_lens, reduction="none", zero_infinity=True)
+    assert torch.allclose(lp, want, atol=1e-5)
+
+
+def test_diffro_raises_the_text_likelihood_of_the_tokens():
+    """A toy: the 'policy' is a free table of logits (4 positions x 6 tokens), Token2Text a frozen
+    random model, the text fixed. Minimising the DiffRO loss raises E[log P(text | sampled tokens)]."""
+    t2t = tiny_token2text()
+    labels, label_lens, lengths = torch.tensor([1, 3]), torch.tensor([2]), torch.tensor([4])
+    logits = torch.zeros(1, 4, 6, requires_grad=True)
+    mask = torch.ones(1, 4)
+
+    def text_logprob(one_hot, m):
+        return t2t.logprob_of_text(one_hot, m.sum(1).long(), labels, label_lens)
+
+    def expected_reward():
+        g = torch.Generator().manual_seed(123)
+        with torch.no_grad():
+            return sum(text_logprob(relax(logits, generator=g), mask).item() for _ in range(200)) / 200
+
+    before = expected_reward()
+    opt = torch.optim.Adam([logits], lr=0.1)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(100):
+        loss, metrics = diffro_loss(logits, torch.zeros(1, 4, 6), mask, text_logprob, beta=0.0, generator=g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = expected_reward()
+    assert after > before + 1.0, (before, after)
+    # with a strong KL the policy stays at the reference instead
+    logits2 = torch.zeros(1, 4, 6, requires_grad=True)
+    loss, m = diffro_loss(logits2, torch.zeros(1, 4, 6), mask, text_logprob, beta=0.1, generator=g)
+    assert m["diffro/kl"] == 0 and math.isfinite(loss.item())
+
+
+def test_diffro_relaxes_speech_tokens_only_but_kl_covers_eos():
+    torch.manual_seed(0)
+    logits, ref = torch.randn(2, 3, 7, requires_grad=True), torch.randn(2, 3, 7)
+    seen = []
+
+    def text_logprob(one_hot, m):
+        seen.append(one_hot.shape)
+        return (one_hot * torch.arange(6.0)).sum((1, 2))
+
+    mask = torch.tensor([[1.0, 1, 0], [1, 1, 1]])
+    loss, m = diffro_loss(logits, ref, mask, text_logprob, beta=0.5, generator=torch.Generator(), n_relaxed=6)
+    assert seen == [(2, 3, 6)]
+    kl = full_kl(logits, ref, mask).sum(1)
+    assert abs(m["diffro/kl"] - (kl / mask.sum(1)).mean().item()) < 1e-6
+
+
+def test_tts_rewards_by_hand():
+    assert duration([""] * 4, [""] * 4, lengths=[10, 20, 30, 40], group=2) == [-1 / 3, -1 / 3, -1 / 7, -1 / 7]
+    assert duration([""] * 3, [""] * 3, lengths=[10, 10, 25], group=3) == [0.0, 0.0, -1.5]
+    assert TTS_REWARDS["cer"](["helo world"], ["Hello, world!"]) == [1 - 1 / 11]
+    total, parts = rewards.score({"cer": 1.0, "duration": 2.0}, ["ab", "ab"], ["ab", "abcd"], known=TTS_REWARDS,
+                                 lengths=[10, 30], group=2)
+    assert parts["cer"] == [1.0, 0.5] and parts["duration"] == [-0.5, -0.5] and total == [0.0, -0.5]
+    with pytest.raises(ValueError, match="unknown reward 'wer'.*cer, duration, similarity"):
+        rewards.parse_rewards("wer:1", TTS_REWARDS)
+
+
+def test_completion_logits_match_the_sampler_and_sequence_logprobs():
+    """The TTS update's teacher-forced log-probs equal sampler.sequence_logprobs and the log-probs the
+    rollout itself recorded (so GRPO's ratio starts at exactly 1)."""
+    torch.manual_seed(0)
+    lm = TokenLM(LLMConfig(vocab_size=5 + 1 + 20, n_layer=1, n_head=2, n_kv_head=1, n_embd=16, max_seq_len=64),
+                 5).eval()
+    prompts = [[6, 7, 8, 9], [6, 10, 9]]
+    rollout, capped = sample_tokens(lm, prompts, 3.0, num_samples=2, generator=torch.Generator().manual_seed(2))
+    logits = completion_logits(lm, prompts, rollout.tokens, rollout.lengths)
+    mine = token_logprobs(logits, rollout.tokens, rollout.lengths)
+    theirs = sequence_logprobs(lm, lm.embed_prompts(prompts), None, rollout.tokens, rollout.lengths)
+    assert torch.allclose(mine, theirs, atol=1e-5) and torch.allclose(mine, rollout.logprobs, atol=1e-5)

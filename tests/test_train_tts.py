@@ -1,0 +1,201 @@
+"""End to end: train_tts.py on a tiny synthesised corpus (3 training voices, 1 held-out voice), resume
+after a kill, and sample.py synthesize with its bad inputs."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from safetensors.torch import load_file
+
+import nanospeechrl.trainer
+from asr_helpers import ROOT, read_metrics
+from nanospeechrl import audio
+from nanospeechrl.builtin.synth import synthesize
+
+TEXTS = ["one two three", "four five six", "seven eight", "nine ten", "red green blue", "hello world",
+         "good morning", "yes or no", "the cat sat", "a big dog"]
+VOICES = ["en-us+f3", "en+m3", "en-us+m1"]
+TINY = ["--d-model", "32", "--tok-layers", "1", "--tok-upper", "1", "--tok-steps", "4", "--spk-steps", "4",
+        "--flow-d", "32", "--flow-layers", "1", "--flow-steps", "4", "--n-embd", "32", "--lm-layers", "1",
+        "--lm-steps", "4", "--judge-steps", "4", "--reward-steps", "4", "--t2t-steps", "4", "--vocab-size", "300",
+        "--log-every", "1", "--ckpt-every", "2", "--eval-batch", "4", "--euler-steps", "2",
+        # RL: 3 steps of 2 texts x 4 samples, 2 Euler steps in the reward phase
+        "--rl-steps", "3", "--rl-batch", "8", "--num-generations", "4", "--rl-texts", "8", "--rl-euler", "2",
+        "--rl-ckpt-every", "1"]
+STAGES = ("tokenizer", "speaker", "flow", "lm", "judge", "speaker_eval", "reward_asr", "token2text")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """train.jsonl: 6 texts x 3 voices; test.jsonl: 4 new texts by 2 of them and by a held-out voice."""
+    root = tmp_path_factory.mktemp("tts")
+    rows = {"train": [], "test": []}
+    for split, voices, texts in (("train", VOICES, TEXTS[:6]), ("test", VOICES[:2] + ["en-gb-scotland+f2"], TEXTS[6:])):
+        for v in voices:
+            for i, text in enumerate(texts if v != "en-gb-scotland+f2" else TEXTS[:2] + texts):
+                name = f"{split}-{v}-{i}.wav"
+                audio.save(root / name, synthesize(text, v, rate=200))
+                rows[split].append({"audio": name, "text": text, "speaker": v})
+    for split, r in rows.items():
+        (root / f"{split}.jsonl").write_text("".join(json.dumps(x) + "\n" for x in r))
+    return root
+
+
+def train_tts(*args, cwd):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(ROOT / "train_tts.py"), *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def data_args(corpus):
+    return ["--data", corpus / "train.jsonl", "--eval", f"test={corpus / 'test.jsonl'}"]
+
+
+@pytest.fixture(scope="module")
+def full_run(corpus):
+    out = corpus / "out"
+    r = train_tts(*data_args(corpus), "--out", out, *TINY, cwd=corpus)
+    return out, r
+
+
+def test_every_stage_checkpoints_and_the_evaluation_reports(full_run):
+    out, r = full_run
+    assert r.returncode == 0, r.stderr[-3000:]
+    for stage in STAGES:
+        state = json.loads((out / stage / "state.json").read_text())
+        assert state["done"] is True and state["step"] == 4, stage
+    rows = read_metrics(out)
+    for stage in STAGES:
+        assert [x["step"] for x in rows if x["stage"] == stage] == [0, 1, 2, 3], stage
+    rl = [x for x in rows if x["stage"] == "rl-both"]
+    assert [x["step"] for x in rl] == [0, 1, 2]
+    for x in rl:  # TRL's names, the TTS rewards, the five phases
+        for key in ("reward", "reward_std", "frac_reward_zero_std", "rewards/cer", "rewards/duration", "entropy",
+                    "completions/mean_length", "completions/clipped_ratio"):
+            assert key in x, key
+        for phase in ("rollout", "token2mel", "reward"):
+            assert x[f"time/{phase}"] >= 0 and f"resident_mb/{phase}" in x
+        if "loss" in x:
+            assert "time/reference" in x and "time/update" in x and "diffro/reward" in x and x["diffro/reward"] < 0
+    assert json.loads((out / "rl-both" / "state.json").read_text())["done"] is True
+    control = json.loads((out / "lm-control" / "state.json").read_text())
+    assert control["done"] and control["elapsed"] >= json.loads((out / "rl-both" / "state.json").read_text())["elapsed"]
+    assert {x["stage"] for x in rows} >= {"eval_reward_asr", "eval_token2text"}
+    tok = next(x for x in rows if x["stage"] == "eval_tokenizer")
+    assert 0 < tok["codes_used"] <= 1 and tok["perplexity"] >= 1 and tok["cer"] >= 0
+    speaker = next(x for x in rows if x["stage"] == "eval_speaker")
+    assert 0 <= speaker["voice_id_accuracy"] <= 1 and -1 <= speaker["cos_same/training voices"] <= 1
+    evals = [x for x in rows if x["stage"] == "eval"]
+    assert {x["split"] for x in evals} == {"training voices", "held-out voices"}
+    assert len(evals) == 2 * (4 + 2 * 3)  # per voice set: a, b, c-mel, c-wav; d-mel, d-wav of SFT, control, rl
+    for x in evals:
+        assert x["n"] == 8 if x["split"] == "training voices" else 4  # the held-out voice's 2 extra clips: cond, ref
+        assert 0 <= x["cer"] and -1 <= x["similarity"] <= 1 and x["duration_ratio"] > 0
+        if x["model"].startswith("(d)"):
+            assert 0 <= x["capped"] <= 1 and x["reward_asr_cer"] >= 0 and x["token2text_cer"] >= 0
+        if not x["model"].startswith("(a)"):
+            assert x["cer_diff/(a)/low"] <= x["cer_diff/(a)"] <= x["cer_diff/(a)/high"]
+        if x["model"].startswith("(d) both"):  # RL against the equal-time control
+            assert x["cer_diff/SFT continued/low"] <= x["cer_diff/SFT continued"] <= x["cer_diff/SFT continued/high"]
+    real = [x for x in evals if x["model"].startswith("(a)")]
+    assert all(x["duration_ratio"] == 1.0 for x in real)
+    samples = sorted(os.listdir(out / "samples"))
+    assert "training_voices-mels.png" in samples and "held-out_voices-0-d-tts.wav" in samples
+    assert len(audio.load(out / "samples" / "training_voices-0-d-tts.wav")) > 0
+
+
+class _Killed(Exception):
+    pass
+
+
+def load_train_tts():
+    spec = importlib.util.spec_from_file_location("train_tts", ROOT / "train_tts.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["train_tts"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_killed_mid_stage_resumes_to_the_same_weights(corpus, tmp_path, monkeypatch, capsys):
+    """Killed right after the flow stage's step-2 checkpoint, resumed, killed again after RL's
+    step-2 checkpoint, resumed: every stage's weights equal an uninterrupted run's, bit for bit."""
+    module = load_train_tts()
+    monkeypatch.chdir(tmp_path)
+    args = [*map(str, data_args(corpus)), *TINY, "--stages", "tokenizer,speaker,flow,lm,reward,rl", "--no-evaluate"]
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    module.main([*args, "--out", str(whole)])
+    save, kill_at = nanospeechrl.trainer.save_checkpoint, [("flow", 2), ("rl-both", 2)]
+
+    def save_then_die(path, *a, **kw):
+        saved = save(path, *a, **kw)
+        if kill_at and (os.path.basename(path), a[-1]["step"]) == kill_at[0]:
+            kill_at.pop(0)
+            raise _Killed
+        return saved
+
+    monkeypatch.setattr(nanospeechrl.trainer, "save_checkpoint", save_then_die)  # the supervised stages
+    monkeypatch.setattr(module, "save_checkpoint", save_then_die)  # RL
+    with pytest.raises(_Killed):
+        module.main([*args, "--out", str(split)])
+    assert not (split / "lm").exists()
+    with pytest.raises(_Killed):
+        module.main([*args, "--out", str(split), "--resume"])
+    assert "flow: resuming at step 2" in capsys.readouterr().out
+    module.main([*args, "--out", str(split), "--resume"])
+    out = capsys.readouterr().out
+    assert "rl-both: resuming at step 2" in out and "lm: already done" in out
+    for stage in ("tokenizer", "speaker", "flow", "lm", "reward_asr", "token2text", "rl-both"):
+        a, b = load_file(whole / stage / "model.safetensors"), load_file(split / stage / "model.safetensors")
+        assert a.keys() == b.keys() and [k for k in a if not a[k].equal(b[k])] == [], stage
+    rl = lambda run: [{k: v for k, v in r.items() if not k.startswith(("time", "resident"))}  # noqa: E731
+                      for r in read_metrics(run) if r["stage"] == "rl-both"]
+    assert rl(whole) == rl(split)  # the same rewards, losses and KL, step for step
+
+
+def test_a_stage_without_its_inputs_is_a_start_up_error(corpus, tmp_path):
+    r = train_tts(*data_args(corpus), "--out", tmp_path / "out", *TINY, "--stages", "lm", cwd=corpus)
+    assert r.returncode == 2 and "lm needs the finished tokenizer checkpoint" in r.stderr
+    r = train_tts(*data_args(corpus), "--out", tmp_path / "out", *TINY, "--stages", "rl", cwd=corpus)
+    assert r.returncode == 2 and "rl needs the finished tokenizer checkpoint" in r.stderr
+    r = train_tts(*data_args(corpus), "--out", tmp_path / "out", *TINY, "--reward", "cer,wer", cwd=corpus)
+    assert r.returncode == 2 and "unknown reward 'wer'" in r.stderr
+    r = train_tts(*data_args(corpus), "--out", tmp_path / "out", *TINY, "--rl-batch", "6", cwd=corpus)
+    assert r.returncode == 2 and "--rl-batch 6 must be a multiple of --num-generations 4" in r.stderr
+    r = train_tts(*data_args(corpus), "--out", tmp_path / "out", *TINY, "--rl", "ppo", cwd=corpus)
+    assert r.returncode == 2 and "--rl 'ppo': choose from grpo, diffro, both, both-nofilter" in r.stderr
+    assert not (tmp_path / "out" / "tokenizer").exists()  # nothing trained before the arguments were checked
+    bad = tmp_path / "nospeaker.jsonl"
+    bad.write_text(json.dumps({"audio": str(corpus / "train-en+m3-0.wav"), "text": "one two three"}) + "\n")
+    r = train_tts("--data", bad, "--eval", f"test={corpus / 'test.jsonl'}", "--out", tmp_path / "o2", *TINY,
+                  "--no-evaluate", cwd=corpus)
+    assert r.returncode != 0 and f"{bad}:1: no 'speaker'" in r.stderr and "Traceback" not in r.stderr
+
+
+def sample(*args):
+    return subprocess.run([sys.executable, str(ROOT / "sample.py"), "synthesize", *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_synthesize_writes_wavs_and_refuses_bad_input(full_run, corpus, tmp_path):
+    out, _ = full_run
+    r = sample("--ckpt", out / "lm", "--text", "Hello there.", "--text", "Good morning!", "--speaker", "en-us+f3",
+               "-o", tmp_path / "hi.wav")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [str(tmp_path / "hi-0.wav"), str(tmp_path / "hi-1.wav")]
+    assert all(len(audio.load(tmp_path / f"hi-{i}.wav")) > 0 for i in range(2))
+    r = sample("--ckpt", out / "lm", "--text", "seven eight", "--voice", corpus / "test-en+m3-0.wav", "-o",
+               tmp_path / "one.wav")
+    assert r.returncode == 0 and r.stdout.strip() == str(tmp_path / "one.wav")
+    bad = [(["--text", "?!", "--speaker", "en-us+f3"], "no words"),
+           (["--text", "hi", "--speaker", "nobody"], "unknown speaker 'nobody'"),
+           (["--text", "hi", "--voice", tmp_path / "missing.wav"], "missing.wav: file not found"),
+           (["--text", "hi", "--voice", corpus / "train.jsonl"], "cannot read audio"),
+           (["--text", "word " * 400, "--speaker", "en-us+f3"], "too long for this model's context")]
+    for extra, message in bad:
+        r = sample("--ckpt", out / "lm", *extra, "-o", tmp_path / "bad.wav")
+        assert r.returncode == 1 and message in r.stderr, (extra, r.stderr)
+    r = sample("--ckpt", out / "judge", "--text", "hi", "--speaker", "en-us+f3", "-o", tmp_path / "bad.wav")
+    assert r.returncode == 1 and "not a TTS checkpoint" in r.stderr
+    assert not (tmp_path / "bad.wav").exists()

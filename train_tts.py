@@ -1,0 +1,470 @@
+"""
+Train a text-to-speech system from scratch (CosyVoice 2 in miniature), then evaluate it with
+models that never trained it.
+
+    python train_tts.py                                  # tiny preset, built-in corpus, CPU
+    python train_tts.py --judge out/asr/stage1           # judge with the speech LLM of train_asr.py
+    python train_tts.py --preset small --device cuda     # one GPU
+    python train_tts.py --data train.jsonl --eval test=test.jsonl   # manifests with a "speaker" field
+    python sample.py synthesize --ckpt out/tts/lm --text "Hello there." --speaker en-us+f3 -o hello.wav
+
+Stages, in the order they run (each checkpoints to <out>/<stage>; --resume continues):
+  tokenizer   speech tokens: conformer-CTC with an FSQ bottleneck, 25 tokens/s (tts/tokens.py)
+  speaker     speaker encoder on the training voices' labels (tts/speaker.py)
+  flow        tokens + speaker embedding -> log-mel by conditional flow matching (tts/flow.py)
+  lm          text -> speech tokens: llm.LLM + the KV-cached sampler, SFT (tts/token_lm.py)
+  judge       the evaluation's own models: a CTC judge ASR and a second speaker encoder, other
+              seeds and sizes, trained on real audio only (the judge is skipped with --judge)
+  reward      RL's reward models, frozen during RL: a CTC reward ASR on real log-mel, and
+              Token2Text on the tokenizer's tokens of real audio (tts/token2text.py)
+  rl          RL of the LM by --rl: grpo (rewards on synthesised speech), diffro (gradients
+              through Token2Text, tts/diffro.py), both, or both-nofilter -> <out>/rl-<method>
+  control     the control for rl: LM SFT continued for the wall time rl took -> <out>/lm-control
+then evaluate (tts/evaluate.py): the tokenizer's CER and code use, the speaker encoders' voice
+ID, cosines and pitch check, the reward models' CER, and rows (a)-(d) on the test texts for
+training and held-out voices, (d) for every LM (SFT, control, each RL method), with samples in
+<out>/samples. Metrics: <out>/metrics.jsonl.
+"""
+import argparse
+import copy
+import json
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from tqdm import tqdm
+
+from nanospeechrl import data, devices
+from nanospeechrl.audio import AudioError
+from nanospeechrl.checkpoint import load_checkpoint, read_config, restore_rng, save_checkpoint
+from nanospeechrl.cli import add_config_flags, build_configs
+from nanospeechrl.devices import Phases, autocast, pick_device
+from nanospeechrl.encoder import CTC_CHARS, CTCHead, Encoder, EncoderConfig, ctc_loss
+from nanospeechrl.grpo import GRPOConfig, group_advantages, keep_groups, rollout_metrics, safe_step, tied_groups
+from nanospeechrl.llm import LLMConfig
+from nanospeechrl.rewards import parse_rewards, score
+from nanospeechrl.tokenizer import Tokenizer
+from nanospeechrl.trainer import train_stage
+from nanospeechrl.tts.corpora import load_tts_data, rl_items
+from nanospeechrl.tts.diffro import grpo_diffro_loss
+from nanospeechrl.tts.evaluate import ctc_model_transcriber, evaluate_run, judge_monitor
+from nanospeechrl.tts.flow import FlowConfig, TokenToMel
+from nanospeechrl.tts.rewards import TTS_REWARDS
+from nanospeechrl.tts.speaker import SpeakerConfig, SpeakerEncoder, embed_all
+from nanospeechrl.tts.synthesis import load_model, load_tts
+from nanospeechrl.tts.token2text import Token2Text, Token2TextConfig
+from nanospeechrl.tts.token_lm import TokenLM, completion_logits, sample_tokens, speech_tokens
+from nanospeechrl.tts.tokens import SpeechTokenizer, TokenizerConfig, tokenize_all
+
+STAGES = ("tokenizer", "speaker", "flow", "lm", "judge", "reward", "rl", "control")
+RL_METHODS = ("grpo", "diffro", "both", "both-nofilter")
+
+
+@dataclass
+class TTSConfig:
+    preset: str = "tiny"  # tiny (CPU, minutes) or small (one GPU)
+    data: str = "builtin"  # "builtin", or a JSONL manifest whose rows have a "speaker"
+    eval: str = ""  # eval sets for other data: name=spec,...; voices in train are scored apart from the rest
+    out: str = "out/tts"  # checkpoints, tokenizer, metrics.jsonl and samples/
+    seed: int = 0  # data generation, init and batching are deterministic in it
+    device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda, mps
+    bf16: bool = True  # bf16 autocast on CPUs with AMX matrix units (devices.py); elsewhere fp32 regardless
+    stages: str = ",".join(STAGES)  # stages to run, comma-separated: tokenizer,speaker,flow,lm,judge,reward,rl,control
+    resume: bool = False  # continue from the checkpoints in --out
+    skip_bad: bool = False  # skip (and count) bad manifest lines / audio instead of failing
+    n_train: int = 12000  # built-in corpus: training utterances
+    n_test: int = 200  # built-in corpus: test texts (spoken by held-out voices, and again by training voices)
+    vocab_size: int = 384  # text BPE vocabulary (text tokens + specials)
+    d_model: int = 144  # width of the tokenizer, the judge, the reward ASR and Token2Text
+    tok_layers: int = 2  # tokenizer blocks before the bottleneck
+    tok_upper: int = 2  # tokenizer blocks after it
+    fsq_dims: int = 6  # bottleneck dimensions (0: no bottleneck, for the comparison run)
+    fsq_levels: int = 3  # values per bottleneck dimension: fsq_levels ** fsq_dims speech tokens
+    tok_steps: int = 1000  # tokenizer CTC steps
+    spk_steps: int = 2000  # speaker-encoder steps
+    spk_crop: int = 300  # speaker training sees random crops of at most this many frames
+    flow_d: int = 192  # flow estimator width
+    flow_layers: int = 4  # flow estimator conformer blocks
+    flow_steps: int = 1500  # flow-matching steps
+    euler_steps: int = 10  # Euler steps when sampling the flow in evaluation
+    cfg_strength: float = 0.7  # classifier-free guidance strength
+    n_embd: int = 256  # LM width
+    lm_layers: int = 4  # LM blocks
+    lm_steps: int = 1500  # LM SFT steps
+    lm_dropout: float = 0.1  # LM dropout in SFT (its training sequences are few; always off in RL)
+    lm_batch_tokens: int = 2000  # padded tokens per LM batch
+    judge: str = ""  # a train_asr.py checkpoint to judge with (stage0: CTC; stage1+: speech LLM); empty: train one
+    judge_steps: int = 1000  # judge CTC steps (when it is trained here)
+    reward_steps: int = 800  # reward-ASR CTC steps
+    t2t_steps: int = 600  # Token2Text CTC steps
+    rl: str = "both"  # rl's method: grpo | diffro | both (+ DiffRO on positive advantages) | both-nofilter
+    rl_steps: int = 40  # RL steps
+    rl_lr: float = 5e-5  # constant learning rate of RL
+    rl_batch: int = 32  # samples per RL step: texts per step * num_generations (DiffRO alone: one sample per text)
+    rl_texts: int = 2000  # RL texts, drawn from the grammar and in no corpus split
+    rl_euler: int = 4  # Euler steps of the flow inside GRPO's reward phase
+    reward: str = "cer:1,duration:1"  # GRPO's rewards, name:weight of tts/rewards.py (cer, duration, similarity)
+    diffro_beta: float = 0.1  # DiffRO's KL weight (GRPO's is --beta)
+    rl_eval_every: int = 0  # during rl, score the judge's CER on 64 dev texts every this many steps (0: never)
+    lr: float = 2e-3  # peak learning rate (AdamW, warmup then cosine to lr / 10)
+    batch_frames: int = 6000  # padded log-mel frames per batch (100 frames = 1 s)
+    log_every: int = 25  # steps between metrics lines
+    ckpt_every: int = 300  # steps between checkpoints
+    rl_ckpt_every: int = 25  # RL steps between checkpoints
+    eval_batch: int = 32  # utterances per evaluation batch
+    eval_temperature: float = 1.0  # LM sampling temperature in evaluation
+    evaluate: bool = True  # evaluate at the end
+
+
+PRESETS = {
+    "tiny": {},
+    "small": dict(d_model=256, tok_layers=4, tok_upper=4, flow_d=384, flow_layers=8, n_embd=512, lm_layers=8,
+                  n_train=40000, tok_steps=10000, spk_steps=3000, flow_steps=20000, lm_steps=20000,
+                  judge_steps=10000, reward_steps=10000, t2t_steps=5000, lr=1e-3, batch_frames=30000,
+                  lm_batch_tokens=20000, eval_batch=64, rl_steps=1000, rl_batch=128),
+}
+TTS_GRPO = dict(beta=0.1, num_generations=8)  # the seed paper's TTS GRPO (SEEDS.md A); temperature 1
+NEEDS = {"flow": ["tokenizer", "speaker"], "lm": ["tokenizer"], "reward": ["tokenizer"],  # stage -> its inputs
+         "rl": ["tokenizer", "speaker", "flow", "lm", "reward_asr", "token2text"], "control": ["lm", "rl"]}
+
+
+def parse_args(argv=None):
+    """Command line > preset > TTS_GRPO > dataclass defaults, for TTSConfig and GRPOConfig."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_flags(parser, TTSConfig, GRPOConfig)
+    args = {k: v for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+    preset = args.get("preset", "tiny")
+    if preset not in PRESETS:
+        parser.error(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    try:
+        cfg, gcfg = build_configs({**TTS_GRPO, **PRESETS[preset], **args}, TTSConfig, GRPOConfig)
+        parse_rewards(cfg.reward, TTS_REWARDS)
+    except ValueError as e:
+        parser.error(str(e))
+    stages = cfg.stages.split(",")
+    if set(stages) - set(STAGES):
+        parser.error(f"--stages {cfg.stages!r}: choose from {', '.join(STAGES)} (comma-separated)")
+    if cfg.rl not in RL_METHODS:
+        parser.error(f"--rl {cfg.rl!r}: choose from {', '.join(RL_METHODS)}")
+    if "rl" in stages and (cfg.rl_batch % gcfg.num_generations or gcfg.off_policy != "none"):
+        parser.error(f"--rl-batch {cfg.rl_batch} must be a multiple of --num-generations {gcfg.num_generations} "
+                     f"(each text needs a whole group), and TTS RL has no --off-policy reference rows")
+    needs = dict(NEEDS)
+    made = set(stages) | ({"speaker_eval"} if "judge" in stages else set()) | \
+        ({"reward_asr", "token2text"} if "reward" in stages else set()) | \
+        ({f"rl-{cfg.rl}"} if "rl" in stages else set())
+    for stage, inputs in needs.items():
+        inputs = [f"rl-{cfg.rl}" if n == "rl" else n for n in inputs]
+        missing = [n for n in inputs if n not in made and not done(cfg.out, n)]
+        if stage in stages and missing:
+            parser.error(f"{stage} needs the finished {missing[0]} checkpoint in {cfg.out}: run the stage that makes "
+                         f"it, or point --out at a run that has it")
+    if cfg.judge and not os.path.exists(os.path.join(cfg.judge, "config.json")):
+        parser.error(f"--judge {cfg.judge}: no checkpoint there (expected e.g. out/asr/stage1 from train_asr.py)")
+    return cfg, gcfg
+
+
+def done(out, stage):
+    path = os.path.join(out, stage, "state.json")
+    return os.path.exists(path) and json.load(open(path)).get("done", False)
+
+
+def ctc_step_fn(model_fn, feats, labels, device):
+    """batch indices -> CTC loss of model_fn(feats, lengths) -> (logits, lengths)."""
+    def step(idx):
+        b = data.to_batch(feats, idx, device, token_ids=[labels[i] for i in idx])
+        logits, lens = model_fn(b["feats"], b["feat_lens"])
+        return ctc_loss(logits, lens, b["tokens"], b["token_lens"])
+    return step
+
+
+def crops(feats, idx, size, gen):
+    """A random window of at most `size` frames of each utterance in idx."""
+    out = []
+    for i in idx:
+        start = int(torch.randint(0, max(1, len(feats[i]) - size + 1), (1,), generator=gen))
+        out.append(feats[i][start:start + size])
+    return out
+
+
+# ----------------------------------------------------------------------------- supervised stages
+
+def train_tokenizer(run, cfg, device, tokenizer, log, gen):
+    """Stage tokenizer: CTC on the transcripts through the FSQ bottleneck."""
+    torch.manual_seed(cfg.seed)
+    tcfg = TokenizerConfig(encoder=dict(d_model=cfg.d_model, n_layer=cfg.tok_layers, dropout=0.0,
+                                        vocab_size=len(CTC_CHARS) + 1), n_upper=cfg.tok_upper,
+                           fsq_dims=cfg.fsq_dims, fsq_levels=cfg.fsq_levels)
+    model = SpeechTokenizer(tcfg).to(device)
+    step = ctc_step_fn(lambda f, n: model(f, n)[:2], run.feats, run.labels, device)
+    train_stage("tokenizer", model, step, [len(f) for f in run.feats], cfg, device, {"tokenizer": asdict(tcfg)},
+                tokenizer, log, gen, steps=cfg.tok_steps)
+    return model.eval()
+
+
+def train_speaker(name, scfg, seed, run, cfg, device, tokenizer, log, gen):
+    """Stage speaker (and the judge's speaker encoder): cosine-softmax voice classification on crops."""
+    torch.manual_seed(seed)
+    model = SpeakerEncoder(scfg).to(device)
+    feats, labels = run.feats, torch.tensor(run.voice_labels)
+
+    def step(idx):
+        b = data.to_batch(crops(feats, idx, cfg.spk_crop, gen), range(len(idx)), device)
+        return model.loss(model(b["feats"], b["feat_lens"]), labels[idx].to(device))
+
+    train_stage(name, model, step, [min(len(f), cfg.spk_crop) for f in feats], cfg, device,
+                {"speaker": asdict(scfg), "voice_classes": run.voice_classes}, tokenizer, log, gen,
+                steps=cfg.spk_steps)
+
+
+def train_flow(run, tokens, voices, cfg, device, tokenizer, log, gen, n_codes):
+    """Stage flow: conditional flow matching from (tokens, speaker embedding) to log-mel."""
+    torch.manual_seed(cfg.seed)
+    frames = torch.cat(run.feats)
+    fcfg = FlowConfig(n_codes=n_codes, speaker_dim=voices.shape[1], d_model=cfg.flow_d, n_layer=cfg.flow_layers,
+                      cfg_strength=cfg.cfg_strength, mel_mean=frames.mean().item(), mel_std=frames.std().item())
+    model = TokenToMel(fcfg).to(device)
+    same_voice = {}  # speaker -> indices of its training utterances: a reference is another one of them
+    for i, ex in enumerate(run.train):
+        same_voice.setdefault(ex.speaker, []).append(i)
+
+    def step(idx):
+        b = data.to_batch(run.feats, idx, device, token_ids=[tokens[i] for i in idx])
+        others = [same_voice[run.train[i].speaker] for i in idx]
+        refs = [o[int(torch.randint(len(o), (1,), generator=gen))] for o in others]
+        r = data.to_batch(crops(run.feats, refs, cfg.spk_crop, gen), range(len(refs)), device)
+        voice = model.voice(voices[idx].to(device), r["feats"], r["feat_lens"])
+        return model.loss(b["feats"], b["feat_lens"], b["tokens"], b["token_lens"], voice, gen)
+
+    train_stage("flow", model, step, [len(f) for f in run.feats], cfg, device, {"flow": asdict(fcfg)}, tokenizer,
+                log, gen, steps=cfg.flow_steps)
+
+
+def lm_data(run, tokens, tokenizer, n_codes):
+    """(prompts, targets) of the LM's SFT: text -> the tokenizer's tokens of its audio + EOS."""
+    prompts = [[n_codes + 1 + i for i in [tokenizer.task_id("tts")] + tokenizer.encode(ex.text) + [tokenizer.bos_id]]
+               for ex in run.train]
+    return prompts, [t + [n_codes] for t in tokens]
+
+
+def train_lm(name, run, tokens, cfg, device, tokenizer, log, gen, n_codes, **schedule):
+    """Stage lm: SFT of the text-to-token LM on (text, the tokenizer's tokens of its audio); with
+    schedule = seconds + lr_fn + init_opt, the control: SFT continued from the lm checkpoint."""
+    torch.manual_seed(cfg.seed)
+    prompts, targets = lm_data(run, tokens, tokenizer, n_codes)
+    if schedule.get("init_opt"):  # the control starts from the SFT model, and keeps its config
+        config = read_config(schedule["init_opt"])
+        lm = TokenLM(LLMConfig(**config["llm"]), n_codes).to(device)
+        load_checkpoint(schedule["init_opt"], lm)
+    else:
+        llm_cfg = LLMConfig(vocab_size=n_codes + 1 + tokenizer.vocab_size, n_layer=cfg.lm_layers, n_embd=cfg.n_embd,
+                            dropout=cfg.lm_dropout, max_seq_len=512)
+        lm = TokenLM(llm_cfg, n_codes).to(device)
+        max_ratio = 1.1 * max(len(t) / (len(p) - 2) for t, p in zip(targets, prompts))  # the length cap's slope
+        config = {"llm": asdict(llm_cfg), "token_lm": {"n_codes": n_codes, "max_ratio": max_ratio, "flow": "flow",
+                                                       "speaker": "speaker"}, "train": asdict(cfg)}
+        schedule = {"steps": cfg.lm_steps}
+    train_stage(name, lm, lambda idx: lm.sft_loss([prompts[i] for i in idx], [targets[i] for i in idx]),
+                [len(p) + len(t) for p, t in zip(prompts, targets)], cfg, device, config, tokenizer, log, gen,
+                batch_frames=cfg.lm_batch_tokens, **schedule)
+
+
+def train_ctc(name, seed, steps, run, cfg, device, tokenizer, log, gen):
+    """A CTC ASR on real audio (the judge, the reward ASR): its own seed, the tokenizer's depth."""
+    torch.manual_seed(seed)
+    enc_cfg = EncoderConfig(d_model=cfg.d_model, n_layer=cfg.tok_layers + cfg.tok_upper, dropout=0.0,
+                            vocab_size=len(CTC_CHARS) + 1)
+    model = torch.nn.ModuleDict({"encoder": Encoder(enc_cfg), "head": CTCHead(enc_cfg)}).to(device)
+    step = ctc_step_fn(lambda f, n: (lambda h, m: (model["head"](h), m))(*model["encoder"](f, n)), run.feats,
+                       run.labels, device)
+    train_stage(name, model, step, [len(f) for f in run.feats], cfg, device, {"encoder": asdict(enc_cfg)},
+                tokenizer, log, gen, steps=steps)
+
+
+def train_token2text(run, tokens, cfg, device, tokenizer, log, gen, n_codes):
+    """Stage reward, part 2: Token2Text on the tokenizer's tokens of real training audio."""
+    torch.manual_seed(cfg.seed + 3)
+    tcfg = Token2TextConfig(n_codes=n_codes, d_model=cfg.d_model, n_layer=cfg.tok_upper + 2,
+                            vocab_size=len(CTC_CHARS) + 1)
+    model = Token2Text(tcfg).to(device)
+
+    def step(idx):
+        b = data.collate([torch.zeros(len(tokens[i]), 1) for i in idx], [run.labels[i] for i in idx])
+        ids = data.collate([torch.zeros(len(tokens[i]), 1) for i in idx], [tokens[i] for i in idx])["tokens"]
+        logits, lens = model(ids.to(device), b["feat_lens"].to(device))
+        return ctc_loss(logits, lens, b["tokens"].to(device), b["token_lens"].to(device))
+
+    train_stage("token2text", model, step, [4 * len(t) for t in tokens], cfg, device, {"token2text": asdict(tcfg)},
+                tokenizer, log, gen, steps=cfg.t2t_steps)
+
+
+# ----------------------------------------------------------------------------- RL
+
+def tts_rl(items, tts, reward_asr, token2text, cfg, gcfg, device, log, monitor=None):
+    """Stage rl. A step: rollout (G token sequences per text) -> token2mel (flow, few Euler steps)
+    -> reward (reward ASR on the mel: cer, duration) -> advantages -> reference -> update:
+    GRPO's loss, DiffRO's, or both (DiffRO on positive-advantage samples, or on all)."""
+    name, method = f"rl-{cfg.rl}", cfg.rl
+    path, use_grpo = os.path.join(cfg.out, f"rl-{cfg.rl}"), cfg.rl != "diffro"
+    lm = tts.lm.requires_grad_(True)
+    reference = copy.deepcopy(lm).requires_grad_(False)  # the SFT model, frozen
+    opt = torch.optim.AdamW(lm.parameters(), lr=cfg.rl_lr, betas=(0.9, 0.99), weight_decay=0.0)
+    scorers = torch.nn.ModuleDict({"asr": reward_asr, "speaker": tts.speaker})
+    phases = Phases(device, {"policy": lm, "flow": tts.flow, "reward": scorers, "reference": reference,
+                             "token2text": token2text}, opt)
+    gen, cpu_gen = torch.Generator(device).manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed)
+    step, cursor, elapsed, bad = 0, [0, 0], 0.0, 0
+    if cfg.resume and os.path.exists(os.path.join(path, "state.json")):
+        state = load_checkpoint(path, lm, opt)["state"]
+        step, cursor, elapsed = state["step"], state["cursor"], state["elapsed"]
+        restore_rng(state)
+        gen.set_state(torch.tensor(state["rollout_rng"], dtype=torch.uint8))
+        cpu_gen.set_state(torch.tensor(state["flow_rng"], dtype=torch.uint8))
+        print(f"{name}: resuming at step {step}")
+    lm.eval()  # dropout off: pi_old, pi_theta and pi_ref must each be one fixed function
+    reference.eval()
+    G = gcfg.num_generations if use_grpo else 1  # DiffRO alone learns from one sample per text
+    weights = parse_rewards(cfg.reward, TTS_REWARDS)
+    prompts = [lm.prompt(tts.tokenizer, it["text"]) for it in items]
+    labels = [it["labels"] for it in items]
+    voices = tts.voice([it["cond"] for it in items]).cpu()  # each text's training voice, as the flow takes it
+    if "similarity" in weights:  # the reward's target: the speaker embedding of that voice's clip
+        targets = embed_all(tts.speaker, [it["cond"] for it in items], cfg.eval_batch, device)
+    transcribe = ctc_model_transcriber(reward_asr, cfg.eval_batch, device)
+    batches = data.batches_forever([len(p) for p in prompts], cursor, cfg.seed, batch_size=cfg.rl_batch // G)
+    ckpt_config = {**read_config(os.path.join(cfg.out, "lm")), "rl": {"method": method, **asdict(gcfg)}}
+    t0 = time.time() - elapsed
+    for step in tqdm(range(step, cfg.rl_steps), desc=name, initial=step, total=cfg.rl_steps):
+        idx = next(batches)
+        step_prompts, texts = [prompts[i] for i in idx], [items[i]["text"] for i in idx for _ in range(G)]
+        phases.stats.clear()
+        with phases("rollout", "policy"), torch.no_grad(), autocast(device):
+            rollout, capped = sample_tokens(lm, step_prompts, tts.max_ratio, G, gcfg.temperature, gcfg.top_k,
+                                            gcfg.top_p, gen)
+        speech = speech_tokens(rollout, lm.eos_id)
+        rewards, parts = torch.zeros(len(idx), G), {}
+        if use_grpo:  # DiffRO alone needs no audio
+            with phases("token2mel", "flow"), torch.no_grad(), autocast(device):
+                mels = tts.mels(speech, voices[idx].repeat_interleave(G, 0).to(device), cfg.rl_euler, cpu_gen)
+            with phases("reward", "reward"), torch.no_grad():
+                sims = None
+                if "similarity" in weights:
+                    sims = embed_all(tts.speaker, mels, cfg.eval_batch, device) * targets[idx].repeat_interleave(G, 0)
+                    sims = sims.sum(-1).tolist()
+                scores, parts = score(weights, transcribe(mels), texts, TTS_REWARDS, lengths=[len(t) for t in speech],
+                                      group=G, similarity=sims)
+                rewards = torch.tensor(scores).view(len(idx), G)
+        advantages = group_advantages(rewards, gcfg.scale_rewards) if use_grpo else rewards  # (DiffRO: unused)
+        tied = tied_groups(rewards)
+        keep = ~tied if use_grpo and gcfg.filter_zero_std else torch.ones_like(tied)
+        L = rollout.tokens.shape[1]
+        mask = (torch.arange(L, device=rollout.tokens.device)[None] < rollout.lengths[:, None]).float()
+        if gcfg.mask_truncated_completions:
+            mask = mask * (~capped)[:, None].float()
+        off = torch.zeros_like(capped)
+        row = {"stage": name, "step": step,
+               **rollout_metrics(rewards, parts, tied, off, rollout, rollout.lengths, capped)}
+        batch = keep_groups(rollout.tokens, rollout.lengths, mask, advantages, off, keep, G)
+        if batch is not None:
+            kept = [step_prompts[i] for i in batch.prompts.tolist()]
+            with phases("reference", "reference"), torch.no_grad(), autocast(device):
+                ref_logits = completion_logits(reference, kept, batch.tokens, batch.lengths).float()
+            diffro_rows = {"grpo": torch.zeros_like(batch.off_policy), "both": batch.advantages > 0}.get(
+                method, torch.ones_like(batch.off_policy))  # diffro, both-nofilter: every sample
+            row_labels = [labels[idx[i]] for i in batch.prompts.tolist() for _ in range(G)]
+            old = []  # pi_old's log-probs, from the first iteration
+
+            def loss_fn(it):
+                return grpo_diffro_loss(lm, token2text, kept, batch, ref_logits, old, row_labels, use_grpo, diffro_rows,
+                                        cfg.diffro_beta, gcfg, cpu_gen)
+
+            with phases("update", "policy", "token2text", optimizer=True), autocast(device):
+                metrics = safe_step(loss_fn, lm.parameters(), opt, gcfg.num_iterations)
+            bad = 0 if metrics else bad + 1
+            row.update(metrics or {"nonfinite_loss": bad})
+        if monitor and (step + 1) % cfg.rl_eval_every == 0:
+            row["judge_cer"] = monitor(tts)
+        row.update(phases.stats, time=time.time() - t0)
+        log(row)
+        if bad >= 3:
+            raise SystemExit(f"{name}: {bad} non-finite losses or gradients in a row (step {step}); their updates "
+                             f"were skipped. Last good checkpoint: {path}. Try a lower --rl-lr or --beta.")
+        if (step + 1) % cfg.rl_ckpt_every == 0 or step == cfg.rl_steps - 1:
+            state = {"step": step + 1, "cursor": cursor, "done": step == cfg.rl_steps - 1, "elapsed": time.time() - t0,
+                     "rollout_rng": gen.get_state().tolist(), "flow_rng": cpu_gen.get_state().tolist()}
+            save_checkpoint(path, lm, ckpt_config, tts.tokenizer, opt, state)
+
+
+# ----------------------------------------------------------------------------- main
+
+def main(argv=None):
+    cfg, gcfg = parse_args(argv)
+    random.seed(cfg.seed)
+    device = pick_device(cfg.device)
+    devices.BF16 = cfg.bf16
+    os.makedirs(cfg.out, exist_ok=True)
+    metrics = open(os.path.join(cfg.out, "metrics.jsonl"), "a")
+
+    def log(row):
+        metrics.write(json.dumps(row) + "\n")
+        metrics.flush()
+
+    print(f"device {device} ({'bf16 autocast' if devices.uses_bf16(device) else 'fp32'}), config "
+          f"{json.dumps(asdict(cfg))}, grpo {json.dumps(asdict(gcfg))}")
+    stages, path = cfg.stages.split(","), lambda stage: os.path.join(cfg.out, stage)  # noqa: E731
+    run = load_tts_data(cfg)
+    if os.path.exists(path("tokenizer.json")) and (cfg.resume or "tokenizer" not in stages):
+        tokenizer = Tokenizer.load(path("tokenizer.json"))
+    else:
+        tokenizer = Tokenizer.train([ex.text for ex in run.train], vocab_size=cfg.vocab_size)
+        tokenizer.save(path("tokenizer.json"))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    common = dict(cfg=cfg, device=device, tokenizer=tokenizer, log=log, gen=gen)
+    if "tokenizer" in stages:
+        train_tokenizer(run, **common)
+    if "speaker" in stages:
+        train_speaker("speaker", SpeakerConfig(classes=tuple(len(c) for c in run.voice_classes)), cfg.seed, run,
+                      **common)
+    if {"flow", "lm", "reward", "control"} & set(stages):
+        speech_tok = load_model(path("tokenizer")).to(device)
+        tokens, n_codes = tokenize_all(speech_tok, run.feats, cfg.eval_batch, device), speech_tok.config.n_codes
+    if "flow" in stages:
+        voices = embed_all(load_model(path("speaker")).to(device), run.feats, cfg.eval_batch, device)
+        train_flow(run, tokens, voices, n_codes=n_codes, **common)
+    if "lm" in stages:
+        train_lm("lm", run, tokens, n_codes=n_codes, **common)
+    if "judge" in stages:  # the evaluation's own models: nothing else trains on, selects or rewards with them
+        if not cfg.judge:
+            train_ctc("judge", cfg.seed + 1, cfg.judge_steps, run, **common)
+        scfg = SpeakerConfig(channels=192, n_layer=3, kernel=3, mean_norm=True,  # another architecture and seed
+                             classes=tuple(len(c) for c in run.voice_classes))
+        train_speaker("speaker_eval", scfg, cfg.seed + 1, run, **common)
+    if "reward" in stages:  # RL's reward models: a reward ASR on log-mel and Token2Text on tokens
+        train_ctc("reward_asr", cfg.seed + 2, cfg.reward_steps, run, **common)
+        train_token2text(run, tokens, n_codes=n_codes, **common)
+    if "rl" in stages and not (cfg.resume and done(cfg.out, f"rl-{cfg.rl}")):
+        t_setup = time.time()
+        items = rl_items(run, cfg.rl_texts, cfg.seed)
+        tts = load_tts(path("lm")).to(device)
+        reward_asr, token2text = (load_model(path(n)).to(device).requires_grad_(False)
+                                  for n in ("reward_asr", "token2text"))
+        monitor = judge_monitor(run, items, cfg, device) if cfg.rl_eval_every else None
+        tts_rl(items, tts, reward_asr, token2text, cfg, gcfg, device, log, monitor)
+    if "control" in stages:  # SFT continued from lm for the wall time rl took, at the final lr
+        seconds = json.load(open(os.path.join(path(f"rl-{cfg.rl}"), "state.json")))["elapsed"]
+        print(f"lm-control: LM SFT from lm for {seconds:.0f} s, the wall time rl-{cfg.rl} took")
+        train_lm("lm-control", run, tokens, n_codes=n_codes, seconds=seconds, lr_fn=lambda step: 0.1 * cfg.lr,
+                 init_opt=path("lm"), **common)
+    if cfg.evaluate:
+        models = [(name, path(stage)) for name, stage in [("SFT", "lm"), ("SFT continued", "lm-control")] +
+                  [(method, f"rl-{method}") for method in RL_METHODS] if done(cfg.out, stage)]
+        evaluate_run(run, cfg, device, log, models, baseline="SFT continued" if done(cfg.out, "lm-control") else None)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (data.DataError, AudioError) as e:  # bad input: name the file and line, no traceback
+        raise SystemExit(f"error: {e}")
