@@ -128,12 +128,17 @@ def add_common(parser):
     """Flags every subcommand shares: the checkpoint, the inputs, sampling and the device."""
     parser.add_argument("--ckpt", required=True, help="checkpoint directory, e.g. out/asr/stage1")
     parser.add_argument("audio", nargs="+", help="audio files (wav, flac, ogg, ...)")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    add_sampling(parser, temperature=0.0, help="0 = greedy")
+    parser.add_argument("--max-new-tokens", type=int, default=128, help="decoding budget per file")
+    parser.add_argument("--batch-size", type=int, default=16, help="files decoded together")
+
+
+def add_sampling(parser, temperature, help):
+    """Sampling flags and the device, shared by every subcommand."""
+    parser.add_argument("--temperature", type=float, default=temperature, help=help)
     parser.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0 = all)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = all)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    parser.add_argument("--max-new-tokens", type=int, default=128, help="decoding budget per file")
-    parser.add_argument("--batch-size", type=int, default=16, help="files decoded together")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
 
 
@@ -162,12 +167,8 @@ def main(argv=None):
     who.add_argument("--voice", help="reference clip of the voice to speak in (wav, flac, ...)")
     who.add_argument("--speaker", help="a built-in eSpeak voice, accent+variant, e.g. en-us+f3")
     p.add_argument("-o", "--output", required=True, help="wav to write (several texts: <stem>-<i>.wav)")
-    p.add_argument("--temperature", type=float, default=1.0, help="speech-token sampling temperature")
-    p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0 = all)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = all)")
+    add_sampling(p, temperature=1.0, help="speech-token sampling temperature")
     p.add_argument("--steps", type=int, default=10, help="flow-matching Euler steps")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     p.set_defaults(run=synthesize)
     args = parser.parse_args(argv)
     return args.run(args)

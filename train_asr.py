@@ -25,26 +25,24 @@ import argparse
 import copy
 import json
 import os
-import random
 import time
 from dataclasses import asdict, dataclass
-from typing import NamedTuple
 
 import torch
 from tqdm import tqdm
 
-from nanospeechrl import data, devices
+from nanospeechrl import data
 from nanospeechrl.asr.corpora import TASK_CORPORA, load_run_data
 from nanospeechrl.asr.evaluate import evaluate_ctc, evaluate_models
 from nanospeechrl.asr.rl_data import rl_examples
 from nanospeechrl.asr.speechlm import ProjectorConfig, SpeechLM
 from nanospeechrl.audio import AudioError, spec_augment
 from nanospeechrl.checkpoint import load_checkpoint, restore_rng, save_checkpoint
-from nanospeechrl.cli import add_config_flags, build_configs
-from nanospeechrl.devices import Phases, autocast, pick_device
+from nanospeechrl.cli import add_config_flags, build_configs, start_run
+from nanospeechrl.devices import Phases, autocast
 from nanospeechrl.encoder import CTC_CHARS, CTCHead, Encoder, EncoderConfig, ctc_labels, ctc_loss, encode_all
 from nanospeechrl.grpo import (GRPOConfig, completion_mask, group_advantages, grpo_update, keep_groups,
-                               rollout_metrics, tied_groups, with_reference_rows)
+                               rollout_metrics, stop_if_diverging, tied_groups, with_reference_rows)
 from nanospeechrl.llm import LLM, LLMConfig
 from nanospeechrl.rewards import TASK_REWARDS, normalize, parse_rewards, score_tasks
 from nanospeechrl.trainer import train_stage
@@ -305,9 +303,7 @@ def grpo(model, tokenizer, examples, feats, prompts, cfg, gcfg, device, ckpt_con
             row.update(metrics or {"nonfinite_loss": bad})
         row.update(phases.stats, time=time.time() - t0)
         log(row)
-        if bad >= 3:
-            raise SystemExit(f"{name}: {bad} non-finite losses or gradients in a row (step {step}); their updates "
-                             f"were skipped. Last good checkpoint: {path}. Try a lower --rl-lr or --beta.")
+        stop_if_diverging(bad, name, step, path)
         if (step + 1) % cfg.rl_ckpt_every == 0 or step == cfg.rl_steps - 1:
             state = {"step": step + 1, "cursor": cursor, "done": step == cfg.rl_steps - 1,
                      "elapsed": time.time() - t0, "rollout_rng": gen.get_state().tolist()}
@@ -341,19 +337,7 @@ def evaluate(evals, cfg, device, log):
 
 def main(argv=None):
     cfg, gcfg = parse_args(argv)
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    device = pick_device(cfg.device)
-    devices.BF16 = cfg.bf16
-    os.makedirs(cfg.out, exist_ok=True)
-    metrics = open(os.path.join(cfg.out, "metrics.jsonl"), "a")
-
-    def log(row):
-        metrics.write(json.dumps(row) + "\n")
-        metrics.flush()
-
-    precision = "bf16 autocast" if devices.uses_bf16(device) else "fp32"
-    print(f"device {device} ({precision}), config {json.dumps(asdict(cfg))}, grpo {json.dumps(asdict(gcfg))}")
+    device, log = start_run(cfg, gcfg)
     stages = cfg.stages.split(",")
     enc_cfg = EncoderConfig(d_model=cfg.d_model, n_layer=cfg.enc_layers, dropout=cfg.dropout,
                             vocab_size=len(CTC_CHARS) + 1)

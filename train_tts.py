@@ -29,20 +29,20 @@ import argparse
 import copy
 import json
 import os
-import random
 import time
 from dataclasses import asdict, dataclass
 
 import torch
 from tqdm import tqdm
 
-from nanospeechrl import data, devices
+from nanospeechrl import data
 from nanospeechrl.audio import AudioError
 from nanospeechrl.checkpoint import load_checkpoint, read_config, restore_rng, save_checkpoint
-from nanospeechrl.cli import add_config_flags, build_configs
-from nanospeechrl.devices import Phases, autocast, pick_device
+from nanospeechrl.cli import add_config_flags, build_configs, start_run
+from nanospeechrl.devices import Phases, autocast
 from nanospeechrl.encoder import CTC_CHARS, CTCHead, Encoder, EncoderConfig, ctc_loss
-from nanospeechrl.grpo import GRPOConfig, group_advantages, keep_groups, rollout_metrics, safe_step, tied_groups
+from nanospeechrl.grpo import (GRPOConfig, group_advantages, keep_groups, rollout_metrics, safe_step,
+                               stop_if_diverging, tied_groups)
 from nanospeechrl.llm import LLMConfig
 from nanospeechrl.rewards import parse_rewards, score
 from nanospeechrl.tokenizer import Tokenizer
@@ -302,7 +302,7 @@ def train_token2text(run, tokens, cfg, device, tokenizer, log, gen, n_codes):
 
 # ----------------------------------------------------------------------------- RL
 
-def tts_rl(items, tts, reward_asr, token2text, cfg, gcfg, device, log, monitor=None):
+def tts_rl(items, tts, reward_asr, token2text, cfg, gcfg, device, log, monitor=None, setup_seconds=0.0):
     """Stage rl. A step: rollout (G token sequences per text) -> token2mel (flow, few Euler steps)
     -> reward (reward ASR on the mel: cer, duration) -> advantages -> reference -> update:
     GRPO's loss, DiffRO's, or both (DiffRO on positive-advantage samples, or on all)."""
@@ -315,7 +315,7 @@ def tts_rl(items, tts, reward_asr, token2text, cfg, gcfg, device, log, monitor=N
     phases = Phases(device, {"policy": lm, "flow": tts.flow, "reward": scorers, "reference": reference,
                              "token2text": token2text}, opt)
     gen, cpu_gen = torch.Generator(device).manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed)
-    step, cursor, elapsed, bad = 0, [0, 0], 0.0, 0
+    step, cursor, elapsed, bad = 0, [0, 0], setup_seconds, 0  # elapsed: the control gets as much time
     if cfg.resume and os.path.exists(os.path.join(path, "state.json")):
         state = load_checkpoint(path, lm, opt)["state"]
         step, cursor, elapsed = state["step"], state["cursor"], state["elapsed"]
@@ -388,9 +388,7 @@ def tts_rl(items, tts, reward_asr, token2text, cfg, gcfg, device, log, monitor=N
             row["judge_cer"] = monitor(tts)
         row.update(phases.stats, time=time.time() - t0)
         log(row)
-        if bad >= 3:
-            raise SystemExit(f"{name}: {bad} non-finite losses or gradients in a row (step {step}); their updates "
-                             f"were skipped. Last good checkpoint: {path}. Try a lower --rl-lr or --beta.")
+        stop_if_diverging(bad, name, step, path)
         if (step + 1) % cfg.rl_ckpt_every == 0 or step == cfg.rl_steps - 1:
             state = {"step": step + 1, "cursor": cursor, "done": step == cfg.rl_steps - 1, "elapsed": time.time() - t0,
                      "rollout_rng": gen.get_state().tolist(), "flow_rng": cpu_gen.get_state().tolist()}
@@ -401,18 +399,7 @@ def tts_rl(items, tts, reward_asr, token2text, cfg, gcfg, device, log, monitor=N
 
 def main(argv=None):
     cfg, gcfg = parse_args(argv)
-    random.seed(cfg.seed)
-    device = pick_device(cfg.device)
-    devices.BF16 = cfg.bf16
-    os.makedirs(cfg.out, exist_ok=True)
-    metrics = open(os.path.join(cfg.out, "metrics.jsonl"), "a")
-
-    def log(row):
-        metrics.write(json.dumps(row) + "\n")
-        metrics.flush()
-
-    print(f"device {device} ({'bf16 autocast' if devices.uses_bf16(device) else 'fp32'}), config "
-          f"{json.dumps(asdict(cfg))}, grpo {json.dumps(asdict(gcfg))}")
+    device, log = start_run(cfg, gcfg)
     stages, path = cfg.stages.split(","), lambda stage: os.path.join(cfg.out, stage)  # noqa: E731
     run = load_tts_data(cfg)
     if os.path.exists(path("tokenizer.json")) and (cfg.resume or "tokenizer" not in stages):
@@ -451,7 +438,7 @@ def main(argv=None):
         reward_asr, token2text = (load_model(path(n)).to(device).requires_grad_(False)
                                   for n in ("reward_asr", "token2text"))
         monitor = judge_monitor(run, items, cfg, device) if cfg.rl_eval_every else None
-        tts_rl(items, tts, reward_asr, token2text, cfg, gcfg, device, log, monitor)
+        tts_rl(items, tts, reward_asr, token2text, cfg, gcfg, device, log, monitor, time.time() - t_setup)
     if "control" in stages:  # SFT continued from lm for the wall time rl took, at the final lr
         seconds = json.load(open(os.path.join(path(f"rl-{cfg.rl}"), "state.json")))["elapsed"]
         print(f"lm-control: LM SFT from lm for {seconds:.0f} s, the wall time rl-{cfg.rl} took")

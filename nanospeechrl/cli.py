@@ -1,4 +1,5 @@
-"""Command-line flags from config dataclasses: one --flag per field, its help the field's comment.
+"""Command-line flags from config dataclasses (one --flag per field, its help the field's
+comment), and the start every training script shares (start_run).
 
     @dataclass
     class TrainConfig:
@@ -8,8 +9,15 @@ The comment next to a field is its documentation, read from the source, so the t
 """
 import argparse
 import inspect
+import json
+import os
+import random
 import re
-from dataclasses import fields
+from dataclasses import asdict, fields
+
+import torch
+
+from nanospeechrl import devices
 
 _FIELD = re.compile(r"\s+(\w+)\s*:[^=#]*=[^#]*#\s*(.*)$")  # "    name: type = default  # comment"
 
@@ -38,3 +46,23 @@ def add_config_flags(parser, *classes):
 def build_configs(values, *classes):
     """{name: value} -> one instance per class, each taking the fields it has."""
     return [cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values}) for cls in classes]
+
+
+def start_run(cfg, *configs):
+    """Seeds, device, precision and <cfg.out>/metrics.jsonl for a training run -> (device, log):
+    log(row) appends one JSON object a line, flushed, so a killed run keeps every row it logged."""
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    device = devices.pick_device(cfg.device)
+    devices.BF16 = cfg.bf16
+    os.makedirs(cfg.out, exist_ok=True)
+    metrics = open(os.path.join(cfg.out, "metrics.jsonl"), "a")
+
+    def log(row):
+        metrics.write(json.dumps(row) + "\n")
+        metrics.flush()
+
+    precision = "bf16 autocast" if devices.uses_bf16(device) else "fp32"
+    print(f"device {device} ({precision}), " + ", ".join(f"{type(c).__name__} {json.dumps(asdict(c))}"
+                                                         for c in (cfg, *configs)))
+    return device, log

@@ -220,6 +220,14 @@ def grpo_update(logprobs_fn, parameters, optimizer, batch, ref_logprobs, cfg):
     return safe_step(loss_fn, parameters, optimizer, cfg.num_iterations)
 
 
+def stop_if_diverging(bad, name, step, path):
+    """Three non-finite losses or gradients in a row (their updates were skipped) stop the run,
+    with the last good checkpoint named."""
+    if bad >= 3:
+        raise SystemExit(f"{name}: {bad} non-finite losses or gradients in a row (step {step}); their updates "
+                         f"were skipped. Last good checkpoint: {path}. Try a lower --rl-lr or --beta.")
+
+
 def rollout_metrics(rewards, parts, tied, off_policy, rollout, lengths, truncated):
     """What a GRPO step's metrics row says about its rollouts, in TRL's names. Rewards and
     lengths over the sampled completions (an off-policy reference row is left out; so are the

@@ -67,7 +67,7 @@ def test_diffro_raises_the_text_likelihood_of_the_tokens():
     """A toy: the 'policy' is a free table of logits (4 positions x 6 tokens), Token2Text a frozen
     random model, the text fixed. Minimising the DiffRO loss raises E[log P(text | sampled tokens)]."""
     t2t = tiny_token2text()
-    labels, label_lens, lengths = torch.tensor([1, 3]), torch.tensor([2]), torch.tensor([4])
+    labels, label_lens = torch.tensor([1, 3]), torch.tensor([2])
     logits = torch.zeros(1, 4, 6, requires_grad=True)
     mask = torch.ones(1, 4)
 
