@@ -3,10 +3,12 @@ Training curves from a run's metrics.jsonl, as one PNG.
 
     python -m nanospeechrl.plot out/asr            # -> out/asr/training.png
     python -m nanospeechrl.plot out/asr -o run.png
+    python -m nanospeechrl.plot out/a out/b -o both.png   # several runs' metrics, one figure
 
 Panels: the loss of every supervised stage against its step; for every RL stage (rows with a
-reward) the mean reward, reward_std, KL to the reference and mean completion length; and the
-evaluation of every model on every split (WER, or BLEU for QA and translation). A stage logged
+reward) the mean reward, reward_std, KL to the reference, mean completion length and, where
+logged (train_tts.py --rl-eval-every), the judge's CER; and the evaluation of every model on
+every split (WER, or BLEU for QA and translation). A stage logged
 twice at one step (a resumed or repeated run) keeps its last value. Lines that are not JSON
 objects (a run killed mid-write) are skipped, each named on stderr.
 """
@@ -22,7 +24,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 RL_PANELS = [("reward", "mean reward"), ("reward_std", "reward std within a group"), ("kl", "KL to the reference"),
-             ("completions/mean_length", "completion length (tokens)")]
+             ("completions/mean_length", "completion length (tokens)"), ("judge_cer", "judge CER on dev texts")]
 
 
 def read_metrics(path):
@@ -111,11 +113,11 @@ def plot(rows, path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", help="a training run's --out directory (holding metrics.jsonl)")
-    parser.add_argument("-o", "--output", help="PNG to write (default: <run>/training.png)")
+    parser.add_argument("runs", nargs="+", help="training runs' --out directories (holding metrics.jsonl)")
+    parser.add_argument("-o", "--output", help="PNG to write (default: <first run>/training.png)")
     args = parser.parse_args(argv)
-    output = args.output or os.path.join(args.run, "training.png")
-    plot(read_metrics(os.path.join(args.run, "metrics.jsonl")), output)
+    output = args.output or os.path.join(args.runs[0], "training.png")
+    plot([row for run in args.runs for row in read_metrics(os.path.join(run, "metrics.jsonl"))], output)
     print(output)
 
 

@@ -199,3 +199,24 @@ def test_synthesize_writes_wavs_and_refuses_bad_input(full_run, corpus, tmp_path
     r = sample("--ckpt", out / "judge", "--text", "hi", "--speaker", "en-us+f3", "-o", tmp_path / "bad.wav")
     assert r.returncode == 1 and "not a TTS checkpoint" in r.stderr
     assert not (tmp_path / "bad.wav").exists()
+
+
+def test_non_finite_rl_losses_skip_updates_then_stop(full_run, tmp_path, monkeypatch):
+    """A NaN loss skips its update and is logged; three in a row stop RL, the SFT weights untouched
+    and the last good checkpoint named."""
+    import shutil
+
+    import torch
+    out = tmp_path / "out"
+    shutil.copytree(full_run[0], out, ignore=shutil.ignore_patterns("rl-*", "lm-control", "samples"))
+    module = load_train_tts()
+    monkeypatch.chdir(full_run[0].parent)
+    monkeypatch.setattr(module, "grpo_diffro_loss", lambda *a, **k: (torch.tensor(float("nan")), {}))
+    corpus = full_run[0].parent
+    with pytest.raises(SystemExit, match="3 non-finite losses or gradients in a row"):
+        module.main([*map(str, data_args(corpus)), *TINY, "--out", str(out), "--stages", "rl", "--rl", "diffro",
+                     "--rl-steps", "5", "--no-evaluate"])
+    rows = [r for r in read_metrics(out) if r["stage"] == "rl-diffro"]
+    assert [r.get("nonfinite_loss") for r in rows] == [1, 2, 3] and not any("loss" in r for r in rows)
+    sft, rl = load_file(out / "lm" / "model.safetensors"), load_file(out / "rl-diffro" / "model.safetensors")
+    assert all(sft[k].equal(rl[k]) for k in sft)  # the checkpoints saved before the stop hold the SFT weights
