@@ -133,11 +133,11 @@ def add_common(parser):
     parser.add_argument("--batch-size", type=int, default=16, help="files decoded together")
 
 
-def add_sampling(parser, temperature, help):
+def add_sampling(parser, temperature, help, top_k=0, top_p=1.0):
     """Sampling flags and the device, shared by every subcommand."""
     parser.add_argument("--temperature", type=float, default=temperature, help=help)
-    parser.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0 = all)")
-    parser.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = all)")
+    parser.add_argument("--top-k", type=int, default=top_k, help="sample from the k most likely tokens (0 = all)")
+    parser.add_argument("--top-p", type=float, default=top_p, help="nucleus sampling mass (1 = all)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
 
@@ -167,7 +167,7 @@ def main(argv=None):
     who.add_argument("--voice", help="reference clip of the voice to speak in (wav, flac, ...)")
     who.add_argument("--speaker", help="a built-in eSpeak voice, accent+variant, e.g. en-us+f3")
     p.add_argument("-o", "--output", required=True, help="wav to write (several texts: <stem>-<i>.wav)")
-    add_sampling(p, temperature=1.0, help="speech-token sampling temperature")
+    add_sampling(p, temperature=1.0, help="speech-token sampling temperature", top_k=25, top_p=0.8)  # as train_tts.py
     p.add_argument("--steps", type=int, default=10, help="flow-matching Euler steps")
     p.set_defaults(run=synthesize)
     args = parser.parse_args(argv)

@@ -57,7 +57,7 @@ class TrainConfig:
     out: str = "out/asr"  # checkpoints, tokenizer and metrics.jsonl (out/<task> for the other tasks)
     seed: int = 0  # data generation, init and batching are deterministic in it
     device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda, mps
-    bf16: bool = True  # bf16 autocast on CPUs with AMX matrix units (devices.py); elsewhere fp32 regardless
+    bf16: bool = True  # bf16 autocast on CPUs with native bf16 units (AMX, AVX512-BF16; devices.py); elsewhere fp32
     stages: str = "0,1,2"  # which stages to run: 0, 1, 2, and 1b (equal-time SFT control for 2)
     resume: bool = False  # continue from the checkpoints in --out
     skip_bad: bool = False  # skip (and count) bad manifest lines / audio instead of failing

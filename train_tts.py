@@ -55,7 +55,7 @@ from nanospeechrl.tts.rewards import TTS_REWARDS
 from nanospeechrl.tts.speaker import SpeakerConfig, SpeakerEncoder, embed_all
 from nanospeechrl.tts.synthesis import load_model, load_tts
 from nanospeechrl.tts.token2text import Token2Text, Token2TextConfig
-from nanospeechrl.tts.token_lm import TokenLM, completion_logits, sample_tokens, speech_tokens
+from nanospeechrl.tts.token_lm import TokenLM, completion_logits, prompt_ids, sample_tokens, speech_tokens
 from nanospeechrl.tts.tokens import SpeechTokenizer, TokenizerConfig, tokenize_all
 
 STAGES = ("tokenizer", "speaker", "flow", "lm", "judge", "reward", "rl", "control")
@@ -70,7 +70,7 @@ class TTSConfig:
     out: str = "out/tts"  # checkpoints, tokenizer, metrics.jsonl and samples/
     seed: int = 0  # data generation, init and batching are deterministic in it
     device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda, mps
-    bf16: bool = True  # bf16 autocast on CPUs with AMX matrix units (devices.py); elsewhere fp32 regardless
+    bf16: bool = True  # bf16 autocast on CPUs with native bf16 units (AMX, AVX512-BF16; devices.py); elsewhere fp32
     stages: str = ",".join(STAGES)  # stages to run, comma-separated: tokenizer,speaker,flow,lm,judge,reward,rl,control
     resume: bool = False  # continue from the checkpoints in --out
     skip_bad: bool = False  # skip (and count) bad manifest lines / audio instead of failing
@@ -115,6 +115,8 @@ class TTSConfig:
     rl_ckpt_every: int = 25  # RL steps between checkpoints
     eval_batch: int = 32  # utterances per evaluation batch
     eval_temperature: float = 1.0  # LM sampling temperature in evaluation
+    eval_top_k: int = 25  # LM top-k in evaluation (CosyVoice's; RL rollouts sample from every token)
+    eval_top_p: float = 0.8  # LM top-p in evaluation (CosyVoice's)
     evaluate: bool = True  # evaluate at the end
 
 
@@ -180,15 +182,6 @@ def ctc_step_fn(model_fn, feats, labels, device):
     return step
 
 
-def crops(feats, idx, size, gen):
-    """A random window of at most `size` frames of each utterance in idx."""
-    out = []
-    for i in idx:
-        start = int(torch.randint(0, max(1, len(feats[i]) - size + 1), (1,), generator=gen))
-        out.append(feats[i][start:start + size])
-    return out
-
-
 # ----------------------------------------------------------------------------- supervised stages
 
 def train_tokenizer(run, cfg, device, tokenizer, log, gen):
@@ -211,7 +204,7 @@ def train_speaker(name, scfg, seed, run, cfg, device, tokenizer, log, gen):
     feats, labels = run.feats, torch.tensor(run.voice_labels)
 
     def step(idx):
-        b = data.to_batch(crops(feats, idx, cfg.spk_crop, gen), range(len(idx)), device)
+        b = data.to_batch(data.crops(feats, idx, cfg.spk_crop, gen), range(len(idx)), device)
         return model.loss(model(b["feats"], b["feat_lens"]), labels[idx].to(device))
 
     train_stage(name, model, step, [min(len(f), cfg.spk_crop) for f in feats], cfg, device,
@@ -234,7 +227,7 @@ def train_flow(run, tokens, voices, cfg, device, tokenizer, log, gen, n_codes):
         b = data.to_batch(run.feats, idx, device, token_ids=[tokens[i] for i in idx])
         others = [same_voice[run.train[i].speaker] for i in idx]
         refs = [o[int(torch.randint(len(o), (1,), generator=gen))] for o in others]
-        r = data.to_batch(crops(run.feats, refs, cfg.spk_crop, gen), range(len(refs)), device)
+        r = data.to_batch(data.crops(run.feats, refs, cfg.spk_crop, gen), range(len(refs)), device)
         voice = model.voice(voices[idx].to(device), r["feats"], r["feat_lens"])
         return model.loss(b["feats"], b["feat_lens"], b["tokens"], b["token_lens"], voice, gen)
 
@@ -244,8 +237,7 @@ def train_flow(run, tokens, voices, cfg, device, tokenizer, log, gen, n_codes):
 
 def lm_data(run, tokens, tokenizer, n_codes):
     """(prompts, targets) of the LM's SFT: text -> the tokenizer's tokens of its audio + EOS."""
-    prompts = [[n_codes + 1 + i for i in [tokenizer.task_id("tts")] + tokenizer.encode(ex.text) + [tokenizer.bos_id]]
-               for ex in run.train]
+    prompts = [prompt_ids(tokenizer, ex.text, n_codes) for ex in run.train]
     return prompts, [t + [n_codes] for t in tokens]
 
 
@@ -290,12 +282,7 @@ def train_token2text(run, tokens, cfg, device, tokenizer, log, gen, n_codes):
                             vocab_size=len(CTC_CHARS) + 1)
     model = Token2Text(tcfg).to(device)
 
-    def step(idx):
-        b = data.collate([torch.zeros(len(tokens[i]), 1) for i in idx], [run.labels[i] for i in idx])
-        ids = data.collate([torch.zeros(len(tokens[i]), 1) for i in idx], [tokens[i] for i in idx])["tokens"]
-        logits, lens = model(ids.to(device), b["feat_lens"].to(device))
-        return ctc_loss(logits, lens, b["tokens"].to(device), b["token_lens"].to(device))
-
+    step = lambda idx: model.ctc_loss([tokens[i] for i in idx], [run.labels[i] for i in idx], device)  # noqa: E731
     train_stage("token2text", model, step, [4 * len(t) for t in tokens], cfg, device, {"token2text": asdict(tcfg)},
                 tokenizer, log, gen, steps=cfg.t2t_steps)
 

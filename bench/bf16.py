@@ -8,7 +8,7 @@ length-bucketed batches (the preset's frames, lengths drawn like the built-in co
 three ways: fp32; bf16 autocast with batches of exact lengths; bf16 with lengths padded to
 data.SHAPE_MULTIPLE frames, as training does. On a CPU, bf16 runs on oneDNN kernels
 compiled once per shape: without the padding almost every batch is a new shape. Needs a CPU
-with AMX to show a speed-up (on CUDA train_asr.py keeps fp32: see docs/RESULTS.md). The last
+with AMX or AVX512-BF16 to show a speed-up (on CUDA train_asr.py keeps fp32: see docs/RESULTS.md). The last
 line is the stage-0 speed-up of padded bf16 over fp32, as a bare number.
 """
 import argparse
@@ -77,7 +77,7 @@ def main():
         audio = model.projector(b["feats"], b["feat_lens"])
         model.sft_loss_from_audio(*audio, [[1]] * len(idx), [targets[i] for i in idx]).backward()
 
-    print(f"device {device}, {torch.get_num_threads()} threads, AMX: {devices.CPU_AMX}, {args.steps} steps each, "
+    print(f"device {device}, {torch.get_num_threads()} threads, native bf16: {devices.CPU_BF16}, {args.steps} steps each, "
           f"preset {args.preset} ({cfg.batch_frames} frames per batch)")
     speedups = {}
     for name, step in [("stage 0 CTC", ctc_step), ("stage 1 SFT", sft_step)]:

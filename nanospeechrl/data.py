@@ -325,6 +325,25 @@ def collate(feats, token_ids=None, pad_id=0, multiple=1):
     }
 
 
+def pad_ids(id_lists, device):
+    """Id lists -> (ids (B, L_max) long, 0-padded; lengths (B,)) on device. An empty list is one id 0
+    (a model needs a frame to read)."""
+    lengths = torch.tensor([max(1, len(t)) for t in id_lists], device=device)
+    ids = torch.zeros(len(id_lists), int(lengths.max()), dtype=torch.long, device=device)
+    for i, t in enumerate(id_lists):
+        ids[i, :len(t)] = torch.tensor(t, dtype=torch.long)
+    return ids, lengths
+
+
+def crops(feats, idx, size, generator):
+    """A random window of at most `size` frames of each of feats[idx] -> a list of (<= size, D)."""
+    out = []
+    for i in idx:
+        start = int(torch.randint(0, max(1, len(feats[i]) - size + 1), (1,), generator=generator))
+        out.append(feats[i][start:start + size])
+    return out
+
+
 def batches_forever(lengths, cursor, seed, max_frames=None, batch_size=None):
     """Length-bucketed batches of indices (under max_frames padded frames, or of batch_size),
     epoch after epoch, each epoch shuffled with seed + epoch; cursor = [epoch, batch index]

@@ -1,9 +1,11 @@
 """
 Where the model runs, in what precision, and RL's device juggling.
 
-Precision: bf16 autocast runs only on CPUs with AMX matrix units (Intel Xeon 4th gen and
-later), where bf16 matmuls are native; elsewhere, CUDA included, everything is fp32: these
-models are too small to gain from bf16 on a GPU (docs/RESULTS.md, "bf16").
+Precision: bf16 autocast runs only on CPUs with native bf16 matrix instructions: AMX (Intel
+Xeon 4th gen and later) or AVX512-BF16 (e.g. AMD Zen 4 and later), where training steps ran
+1.3-1.6x faster (bench/bf16.py); elsewhere, CUDA included, everything is fp32: without them CPU
+bf16 is emulated and slower, and these models are too small to gain from bf16 on a GPU
+(docs/RESULTS.md, "bf16").
 
 An RL step has phases that need different modules: encode (the audio encoder), rollout
 (the policy), reward (nothing: strings on the CPU), reference (the frozen reference model),
@@ -27,22 +29,24 @@ from contextlib import contextmanager
 import torch
 
 
-def _cpu_has_amx():
-    """Does this CPU have AMX bf16 matrix units? Without them CPU bf16 is emulated and slower."""
+def _cpu_has_bf16_units():
+    """Does this CPU compute bf16 matmuls natively (AMX or AVX512-BF16)? Without them CPU bf16 is
+    emulated and slower than fp32."""
     try:
         with open("/proc/cpuinfo") as f:
-            return "amx_bf16" in f.read()
+            flags = f.read().split()
     except OSError:  # not Linux
         return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-CPU_AMX = _cpu_has_amx()
-BF16 = True  # bf16 autocast where it is fast (AMX CPUs); train_asr.py --no-bf16 sets it False
+CPU_BF16 = _cpu_has_bf16_units()
+BF16 = True  # bf16 autocast where it is fast (CPU_BF16); train_asr.py --no-bf16 sets it False
 
 
 def uses_bf16(device):
-    """bf16 autocast on CPUs with AMX (and BF16 left on); fp32 everywhere else."""
-    return BF16 and device.type == "cpu" and CPU_AMX
+    """bf16 autocast on CPUs with native bf16 units (and BF16 left on); fp32 everywhere else."""
+    return BF16 and device.type == "cpu" and CPU_BF16
 
 
 def autocast(device):

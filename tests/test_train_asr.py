@@ -199,14 +199,14 @@ def test_bf16_autocast_where_it_is_fast(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     devices = nanospeechrl.devices
     monkeypatch.setattr(devices, "BF16", True)
-    monkeypatch.setattr(devices, "CPU_AMX", True)
+    monkeypatch.setattr(devices, "CPU_BF16", True)
     assert devices.uses_bf16(cpu) and not devices.uses_bf16(torch.device("mps"))
     assert not devices.uses_bf16(cuda)  # no faster than fp32 on an H100 (docs/RESULTS.md)
-    monkeypatch.setattr(devices, "CPU_AMX", False)  # CPU bf16 without AMX is emulated: slower than fp32
+    monkeypatch.setattr(devices, "CPU_BF16", False)  # CPU bf16 without bf16 units is emulated: slower
     assert not devices.uses_bf16(cpu)
     cfg, _ = load_train_asr().parse_args(["--no-bf16"])
     assert cfg.bf16 is False
-    monkeypatch.setattr(devices, "CPU_AMX", True)
+    monkeypatch.setattr(devices, "CPU_BF16", True)
     monkeypatch.setattr(devices, "BF16", False)  # what main does with --no-bf16
     assert not devices.uses_bf16(cpu)
     with devices.autocast(cpu):

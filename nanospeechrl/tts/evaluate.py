@@ -116,11 +116,12 @@ def through_wav(mels, folder, tag, generator):
     return out
 
 
-def synthesize_items(tts, items, voices, batch_size, steps, seed, temperature, device, gen):
-    """The full TTS on items' texts (one sample each) -> (speech-token lists, capped list, log-mel list)."""
+def synthesize_items(tts, items, voices, batch_size, steps, seed, sampling, device, gen):
+    """The full TTS on items' texts (one sample each; sampling: temperature, top_k, top_p) -> (speech-token
+    lists, capped list, log-mel list)."""
     texts, tokens, capped = [it["text"] for it in items], [], []
     for start in range(0, len(items), batch_size):
-        sampled, cut = tts.tokens(texts[start:start + batch_size], temperature=temperature,
+        sampled, cut = tts.tokens(texts[start:start + batch_size], **sampling,
                                   generator=torch.Generator(device).manual_seed(seed + start))
         tokens += sampled
         capped += cut.tolist()
@@ -130,7 +131,7 @@ def synthesize_items(tts, items, voices, batch_size, steps, seed, temperature, d
 
 
 def report_tts(set_name, items, models, speech_tok, judge, speaker_eval, device, batch_size, steps, seed, log,
-               temperature=1.0, sample_dir=None, reward_asr=None, token2text=None, baseline=None):
+               sampling=None, sample_dir=None, reward_asr=None, token2text=None, baseline=None):
     """Rows a, b, c (of the first model's flow) and d of every model in models [(name, TTS)] for
     one voice set: printed, logged, d compared with (a) and, when `baseline` names one of the
     models, every other model's d with the baseline's (paired bootstrap, WER and CER). With
@@ -147,7 +148,7 @@ def report_tts(set_name, items, models, speech_tok, judge, speaker_eval, device,
     rows = {"(a) real audio": (real, None, None), "(b) Griffin-Lim of real log-mel": None,
             "(c) flow from tokens, mel": (flow_mels, None, None), "(c) flow from tokens, wav": None}
     for name, model in models:
-        tokens, capped, mels = synthesize_items(model, items, voices, batch_size, steps, seed, temperature, device, gen)
+        tokens, capped, mels = synthesize_items(model, items, voices, batch_size, steps, seed, sampling or {}, device, gen)
         rows[f"(d) {name}, mel"], rows[f"(d) {name}, wav"] = (mels, tokens, capped), None
     with tempfile.TemporaryDirectory() as tmp:
         for k, title in enumerate(list(rows)):  # the waveform a person hears, read back like any audio file
@@ -256,8 +257,13 @@ def evaluate_run(run, cfg, device, log, tts_models, baseline=None):
     for set_name, items in run.voice_sets.items():
         if items:
             report_tts(set_name, items, models, speech_tok, judge, model("speaker_eval"), device, batch,
-                       cfg.euler_steps, cfg.seed, log, cfg.eval_temperature, os.path.join(out, "samples"),
+                       cfg.euler_steps, cfg.seed, log, eval_sampling(cfg), os.path.join(out, "samples"),
                        reward_asr, token2text, baseline)
+
+
+def eval_sampling(cfg):
+    """The LM's sampling settings in evaluation."""
+    return dict(temperature=cfg.eval_temperature, top_k=cfg.eval_top_k, top_p=cfg.eval_top_p)
 
 
 def report_ctc(name, transcribe, examples, feats, log):
@@ -276,7 +282,7 @@ def judge_monitor(run, items, cfg, device):
     conds = [it["cond"] for it in items[:len(texts)]]
 
     def cer(tts):
-        tokens, _ = tts.tokens(texts, generator=torch.Generator(device).manual_seed(cfg.seed))
+        tokens, _ = tts.tokens(texts, **eval_sampling(cfg), generator=torch.Generator(device).manual_seed(cfg.seed))
         mels = tts.mels(tokens, tts.voice(conds), cfg.euler_steps, torch.Generator().manual_seed(cfg.seed))
         return error_counts(texts, judge(mels))["cer"]
 

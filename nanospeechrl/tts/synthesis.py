@@ -17,7 +17,7 @@ import torch
 
 from nanospeechrl.audio import griffin_lim, mel_to_linear
 from nanospeechrl.checkpoint import load_checkpoint, read_config
-from nanospeechrl.data import collate
+from nanospeechrl.data import collate, pad_ids
 from nanospeechrl.llm import LLMConfig
 from nanospeechrl.rewards import normalize
 from nanospeechrl.tokenizer import Tokenizer
@@ -79,10 +79,7 @@ class TTS:
     @torch.no_grad()
     def mels(self, tokens, voices, steps=10, generator=None):
         """Speech-token lists + voices (B, dim; voice()) -> a list of log-mel (FOLD * n_i, 80)."""
-        lengths = torch.tensor([max(1, len(t)) for t in tokens], device=self.device)
-        ids = torch.zeros(len(tokens), int(lengths.max()), dtype=torch.long, device=self.device)
-        for i, t in enumerate(tokens):
-            ids[i, :len(t)] = torch.tensor(t, dtype=torch.long)
+        ids, lengths = pad_ids(tokens, self.device)
         mel = self.flow.sample(ids, lengths, voices, steps, generator=generator)
         return [m[:FOLD * n] for m, n in zip(mel.float(), lengths.tolist())]
 

@@ -14,7 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from nanospeechrl.encoder import CTCHead, Conformer, EncoderConfig
+from nanospeechrl.data import pad_ids
+from nanospeechrl.encoder import CTCHead, Conformer, EncoderConfig, ctc_greedy_decode, ctc_loss, ctc_text
 
 
 @dataclass
@@ -42,6 +43,12 @@ class Token2Text(nn.Module):
         """Speech tokens (B, T), lengths (B,) -> CTC logits (B, T, vocab), lengths."""
         return self.logits_from_embeds(self.embedding(tokens), lengths), lengths
 
+    def ctc_loss(self, tokens, labels, device):
+        """Mean CTC loss of lists of speech tokens against lists of CTC labels (training)."""
+        logits, lengths = self(*pad_ids(tokens, device))
+        targets = torch.tensor([c for t in labels for c in t], device=device)  # concatenated, as F.ctc_loss allows
+        return ctc_loss(logits, lengths, targets, torch.tensor([len(t) for t in labels], device=device))
+
     def logprob_of_text(self, one_hot, lengths, labels, label_lengths):
         """log P_ctc(text | tokens) (B,) for token distributions one_hot (B, T, n_codes) (one-hot
         or soft), summed over every alignment; differentiable in one_hot."""
@@ -53,15 +60,9 @@ class Token2Text(nn.Module):
 @torch.no_grad()
 def transcribe_tokens(model, tokens, batch_size, device):
     """Greedy CTC transcripts of lists of speech tokens."""
-    from nanospeechrl.encoder import ctc_greedy_decode, ctc_text
     model.eval()
     out = []
     for start in range(0, len(tokens), batch_size):
-        chunk = [t or [0] for t in tokens[start:start + batch_size]]
-        lengths = torch.tensor([len(t) for t in chunk], device=device)
-        ids = torch.zeros(len(chunk), int(lengths.max()), dtype=torch.long, device=device)
-        for i, t in enumerate(chunk):
-            ids[i, :len(t)] = torch.tensor(t)
-        logits, lengths = model(ids, lengths)
+        logits, lengths = model(*pad_ids(tokens[start:start + batch_size], device))
         out += [ctc_text(x) for x in ctc_greedy_decode(logits.float(), lengths)]
     return out

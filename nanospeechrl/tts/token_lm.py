@@ -33,8 +33,7 @@ class TokenLM(LLM):
 
     def prompt(self, tokenizer, text):
         """Text -> prompt ids in this LM's vocabulary."""
-        ids = [tokenizer.task_id("tts")] + tokenizer.encode(text) + [tokenizer.bos_id]
-        return [self.n_codes + 1 + i for i in ids]
+        return prompt_ids(tokenizer, text, self.n_codes)
 
     def embed_prompts(self, prompts):
         """Prompt id lists -> a list of (P_i, D) embeddings (sampler.generate's input)."""
@@ -54,6 +53,12 @@ class TokenLM(LLM):
         y = torch.stack([F.pad(lab, (0, T - len(lab)), value=-100) for lab in labels])
         logits = self(idx=x)  # (B, T, n_codes + 1)
         return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=-100)
+
+
+def prompt_ids(tokenizer, text, n_codes):
+    """Text -> [<tts>][text tokens][<bos>] as ids of an LM with n_codes speech tokens (text ids
+    shifted past them and EOS)."""
+    return [n_codes + 1 + i for i in [tokenizer.task_id("tts")] + tokenizer.encode(text) + [tokenizer.bos_id]]
 
 
 def completion_logits(lm, prompts, tokens, lengths):
