@@ -10,8 +10,10 @@ Use a trained speech LLM from the command line.
     python sample.py synthesize --ckpt out/tts/lm --text "One." --text "Two." --speaker en-us+f3 -o out.wav
 
 Speech -> text prints one line per input file on stdout, "<path>\\t<output>", in the order
-given. A file that cannot be used (unreadable, empty, longer than the encoder accepts) prints
-"error: <path>: <why>" on stderr instead; the others still run, and the exit code is 1.
+given. transcribe takes audio of any length: a file longer than the encoder accepts (30 s by
+default) is cut into windows at pauses (asr/windows.py) and their texts joined. A file that
+cannot be used (unreadable, empty; for answer and translate, longer than the encoder accepts)
+prints "error: <path>: <why>" on stderr instead; the others still run, and the exit code is 1.
 synthesize writes one wav per --text (several: out-0.wav, out-1.wav, ...) in the voice of a
 reference clip (--voice) or of a built-in eSpeak voice (--speaker), and prints their paths;
 any bad input stops it before a file is written.
@@ -28,15 +30,17 @@ from nanospeechrl.data import collate
 from nanospeechrl.devices import pick_device
 from nanospeechrl.encoder import FRAMES_PER_SECOND
 from nanospeechrl.asr.speechlm import load_speechlm
+from nanospeechrl.asr.windows import transcribe_windows
 
 
-def read_features(paths, max_frames):
-    """-> [(path, log-mel (T, N_MELS))] for the usable files; the others are reported on stderr."""
+def read_features(paths, max_frames=None):
+    """-> [(path, log-mel (T, N_MELS))] for the usable files (no longer than max_frames, if given);
+    the others are reported on stderr."""
     feats = []
     for path in paths:
         try:
             feat = audio.log_mel(audio.load(path))  # (T, N_MELS)
-            if len(feat) > max_frames:  # the encoder would refuse the whole batch
+            if max_frames and len(feat) > max_frames:  # the encoder would refuse the whole batch
                 raise audio.AudioError(f"{path}: {len(feat) / FRAMES_PER_SECOND:.2f} s is longer than this "
                                        f"model accepts ({max_frames / FRAMES_PER_SECOND:.2f} s)")
             feats.append((path, feat))
@@ -58,14 +62,23 @@ def speech_to_text(args, task, prompt="", **decoding):
     if len(tokenizer.encode(prompt)) > budget:  # what training did with long questions: cut, and say so
         print(f"warning: the prompt is longer than this model's {budget} prompt tokens; truncated", file=sys.stderr)
         prompt = tokenizer.decode(tokenizer.encode(prompt)[:budget])
-    feats = read_features(args.audio, model.encoder.config.max_frames)
+    max_frames = model.encoder.config.max_frames
+    feats = read_features(args.audio, None if task == "asr" else max_frames)
     generator = torch.Generator(device).manual_seed(args.seed)  # sampling only; greedy ignores it
+
+    def run(batch):  # a list of log-mel, each at most max_frames -> texts
+        texts = []
+        for start in range(0, len(batch), args.batch_size):
+            b = collate(batch[start:start + args.batch_size])  # zero-padded (B, T, N_MELS), (B,)
+            texts += model.transcribe(b["feats"].to(device), b["feat_lens"].to(device), tokenizer, task=task,
+                                      prompt=prompt, max_new_tokens=args.max_new_tokens,
+                                      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                                      generator=generator, **decoding)
+        return texts
+
     for start in range(0, len(feats), args.batch_size):
         paths, batch = zip(*feats[start:start + args.batch_size])
-        b = collate(list(batch))  # zero-padded (B, T, N_MELS), (B,)
-        texts = model.transcribe(b["feats"].to(device), b["feat_lens"].to(device), tokenizer, task=task,
-                                 prompt=prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                                 top_k=args.top_k, top_p=args.top_p, generator=generator, **decoding)
+        texts = transcribe_windows(run, list(batch), max_frames) if task == "asr" else run(list(batch))
         for path, text in zip(paths, texts):
             print(f"{path}\t{' '.join(text.split())}", flush=True)  # one line per file, whatever the model emits
     return 0 if len(feats) == len(args.audio) else 1

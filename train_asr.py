@@ -40,7 +40,8 @@ from nanospeechrl.audio import AudioError, spec_augment
 from nanospeechrl.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from nanospeechrl.cli import add_config_flags, build_configs, start_run
 from nanospeechrl.devices import Phases, autocast
-from nanospeechrl.encoder import CTC_CHARS, CTCHead, Encoder, EncoderConfig, ctc_labels, ctc_loss, encode_all
+from nanospeechrl.encoder import (CTC_CHARS, FRAMES_PER_SECOND, CTCHead, Encoder, EncoderConfig, ctc_labels, ctc_loss,
+                                  encode_all)
 from nanospeechrl.grpo import (GRPOConfig, completion_mask, group_advantages, grpo_update, keep_groups,
                                rollout_metrics, stop_if_diverging, tied_groups, with_reference_rows)
 from nanospeechrl.llm import LLM, LLMConfig
@@ -92,6 +93,7 @@ class TrainConfig:
     ckpt_every: int = 300  # steps between checkpoints
     eval_batch: int = 32  # utterances per decoding batch
     eval_max_tokens: int = 160  # decoding budget per utterance
+    window: float = 10.0  # seconds: eval splits with longer utterances are scored again in windows cut at pauses
     nbest: int = 16  # ASR decoding: 0 greedy; N the best of greedy + N samples by LLM and CTC scores
     ctc_weight: float = 0.1  # weight of the CTC head's log-probability in that choice (the LLM's: 1 - it)
     evaluate: bool = True  # evaluate every finished model at the end
@@ -182,8 +184,9 @@ def done(out, stage):
 # ----------------------------------------------------------------------------- stage 0
 
 def ctc_pretrain(ctc, run, cfg, device, ckpt_config, tokenizer, log, gen):
-    """Stage 0: CTC on characters, on the utterances whose spoken words are known."""
-    spoken = [i for i, ex in enumerate(run.train) if ex.spoken]
+    """Stage 0: CTC on characters, on the utterances whose spoken words are known (no_speech
+    clips included: nothing said, an empty label)."""
+    spoken = [i for i, ex in enumerate(run.train) if ex.spoken or ex.no_speech]
     if not spoken:
         raise SystemExit("stage 0 (CTC) needs utterances with known words: asr rows, or a 'transcript' field")
     feats, labels = [run.feats[i] for i in spoken], [ctc_labels(normalize(run.train[i].spoken)) for i in spoken]
@@ -330,7 +333,7 @@ def evaluate(evals, cfg, device, log):
               if done(cfg.out, stage)]
     if models:
         evaluate_models(models, evals, device, cfg.eval_batch, cfg.eval_max_tokens, log, cfg.max_prompt_tokens,
-                        cfg.nbest, cfg.ctc_weight)
+                        cfg.nbest, cfg.ctc_weight, int(cfg.window * FRAMES_PER_SECOND))
 
 
 # ----------------------------------------------------------------------------- main

@@ -322,6 +322,8 @@ def tts_rl(items, tts, reward_asr, token2text, cfg, gcfg, device, log, monitor=N
     transcribe = ctc_model_transcriber(reward_asr, cfg.eval_batch, device)
     batches = data.batches_forever([len(p) for p in prompts], cursor, cfg.seed, batch_size=cfg.rl_batch // G)
     ckpt_config = {**read_config(os.path.join(cfg.out, "lm")), "rl": {"method": method, **asdict(gcfg)}}
+    if monitor and step == 0:  # the curve's first point: the SFT model, before any update
+        log({"stage": name, "step": -1, "judge_cer": monitor(tts)})
     t0 = time.time() - elapsed
     for step in tqdm(range(step, cfg.rl_steps), desc=name, initial=step, total=cfg.rl_steps):
         idx = next(batches)
@@ -372,7 +374,9 @@ def tts_rl(items, tts, reward_asr, token2text, cfg, gcfg, device, log, monitor=N
             bad = 0 if metrics else bad + 1
             row.update(metrics or {"nonfinite_loss": bad})
         if monitor and (step + 1) % cfg.rl_eval_every == 0:
+            t_watch = time.time()
             row["judge_cer"] = monitor(tts)
+            t0 += time.time() - t_watch  # watching is not training: the control's time budget leaves it out
         row.update(phases.stats, time=time.time() - t0)
         log(row)
         stop_if_diverging(bad, name, step, path)

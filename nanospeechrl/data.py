@@ -23,6 +23,7 @@ from nanospeechrl.devices import autocast
 from nanospeechrl.tokenizer import TASKS
 
 KNOWN_FIELDS = ("audio", "text", "task", "prompt", "transcript", "speaker", "duration")
+MAX_DURATION = 24 * 3600.0  # seconds: a manifest 'duration' beyond a day is a broken line, not audio
 
 
 class DataError(ValueError):
@@ -40,6 +41,11 @@ class Example:
     duration: float | None = None  # seconds, when the manifest says so
     source: str = ""  # "file:line" it was read from, for error messages
     extra: dict = field(default_factory=dict)  # other manifest fields, written back by write_manifest
+
+    @property
+    def no_speech(self) -> bool:
+        """A clip with nothing said (silence, noise): its transcript is empty by design ("no_speech": true)."""
+        return self.extra.get("no_speech") is True
 
     @property
     def spoken(self) -> str:
@@ -99,16 +105,21 @@ def read_manifest(path, skip_bad=False, check_audio_exists=True, skip_empty=Fals
         for key in ("audio", "text", "task", "prompt", "transcript"):
             if key in row and not isinstance(row[key], str):
                 raise _BadLine("bad_field", f"field {key!r} must be a string, got {type(row[key]).__name__}")
-        if not row["text"].strip():
-            raise _BadLine("empty_text", "empty transcript ('text' is blank)")
         task = row.get("task", "asr")
+        if row.get("no_speech") is True and (row["text"].strip() or task != "asr"):
+            raise _BadLine("bad_field", "a 'no_speech' row is an asr row with an empty 'text'")
+        if not row["text"].strip() and row.get("no_speech") is not True:
+            raise _BadLine("empty_text", "empty transcript ('text' is blank; a clip with nothing said "
+                                         "says \"no_speech\": true)")
         if task not in TASKS:
             raise _BadLine("bad_field", f"unknown task {task!r}; valid tasks: {', '.join(TASKS)}")
         if task == "sqa" and not row.get("prompt", "").strip():
             raise _BadLine("missing_field", "task 'sqa' needs a 'prompt' (the question about the audio)")
         duration = row.get("duration")
-        if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))):
-            raise _BadLine("bad_field", f"field 'duration' must be a number of seconds, got {duration!r}")
+        if duration is not None and (isinstance(duration, bool) or not isinstance(duration, (int, float))
+                                     or not 0 <= duration <= MAX_DURATION):
+            raise _BadLine("bad_field", f"field 'duration' must be a number of seconds in 0..{MAX_DURATION}, "
+                                        f"got {duration!r}")
         wav = os.path.abspath(base / row["audio"])  # an absolute "audio" path is kept as is
         if check_audio_exists and not os.path.isfile(wav):
             raise _BadLine("missing_audio", f"audio file not found: {wav}")

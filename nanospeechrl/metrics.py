@@ -20,7 +20,8 @@ def error_counts(refs, hyps):
     chars = jiwer.process_characters(refs, hyps)
     return {"wer": words.wer, "cer": chars.cer, "sub": words.substitutions, "del": words.deletions,
             "ins": words.insertions, "ref_words": sum(len(r.split()) for r in refs),
-            "loops": sum(is_hallucination(h, r) for h, r in zip(hyps, refs))}
+            "loops": sum(is_hallucination(h, r) for h, r in zip(hyps, refs)),
+            "nonempty": sum(bool(h) for h, r in zip(hyps, refs) if not r)}  # words where nothing was said
 
 
 def word_errors(refs, hyps, unit="word"):

@@ -50,9 +50,12 @@ def ngrams(words, n):
 
 
 def is_hallucination(hyp, ref, n=3, max_ratio=2.0, slack=4):
-    """True when hyp loops (some n-gram occurs more than once and more often than in ref)
-    or is far longer than ref (more than max_ratio * len(ref) + slack words)."""
+    """True when hyp loops (some n-gram occurs more than once and more often than in ref), is far
+    longer than ref (more than max_ratio * len(ref) + slack words), or says anything where
+    nothing was said (an empty ref: silence or noise)."""
     h, r = normalize(hyp).split(), normalize(ref).split()
+    if not r:
+        return bool(h)
     if len(h) > max_ratio * len(r) + slack:
         return True
     ref_counts = ngrams(r, n)
@@ -60,7 +63,7 @@ def is_hallucination(hyp, ref, n=3, max_ratio=2.0, slack=4):
 
 
 def hallucination(hyps, refs, **fields):
-    """-1 for a looping or runaway hypothesis, else 0."""
+    """-1 for a looping or runaway hypothesis, or words where nothing was said; else 0."""
     return [-1.0 if is_hallucination(h, r) else 0.0 for h, r in zip(hyps, refs)]
 
 

@@ -74,6 +74,11 @@ GOOD = json.dumps({"audio": "a.wav", "text": "fine"})
     (json.dumps({"audio": "a.wav", "text": "Anna did.", "task": "sqa", "prompt": " "}), "missing_field", "question"),
     (json.dumps({"audio": "a.wav", "text": "hi", "transcript": 3}), "bad_field", "'transcript' must be a string"),
     (json.dumps({"audio": "a.wav", "text": "hi", "duration": "long"}), "bad_field", "duration"),
+    (json.dumps({"audio": "a.wav", "text": "hi", "duration": -3}), "bad_field", "duration"),
+    (json.dumps({"audio": "a.wav", "text": "hi", "duration": 1e12}), "bad_field", "duration"),
+    ('{"audio": "a.wav", "text": "hi", "duration": NaN}', "bad_field", "duration"),
+    (json.dumps({"audio": "a.wav", "text": "hi", "no_speech": True}), "bad_field", "'no_speech' row"),
+    (json.dumps({"audio": "a.wav", "text": "", "no_speech": True, "task": "ast"}), "bad_field", "'no_speech' row"),
     (json.dumps({"audio": "a.wav", "text": "  \t "}), "empty_text", "empty transcript"),
     (json.dumps({"audio": "gone.wav", "text": "hi"}), "missing_audio", "gone.wav"),
 ])
@@ -271,6 +276,17 @@ def test_skip_empty_skips_only_blank_transcripts(tmp_path):
     path = write_lines(tmp_path / "m2.jsonl", [ok, blank, "{not json"])
     with pytest.raises(DataError, match=r"m2\.jsonl:3"):  # other bad lines still raise
         read_manifest(path, skip_empty=True)
+
+
+def test_no_speech_rows_have_an_empty_transcript(tmp_path):
+    write_tone(tmp_path / "a.wav")
+    rows = [json.dumps({"audio": "a.wav", "text": "", "no_speech": True}), json.dumps({"audio": "a.wav", "text": "hi"})]
+    path = write_lines(tmp_path / "m.jsonl", rows)
+    (silent, spoken), skipped = read_manifest(path)
+    assert silent.no_speech and silent.text == "" and silent.spoken == "" and not skipped
+    assert not spoken.no_speech and spoken.spoken == "hi"
+    write_manifest(tmp_path / "again.jsonl", [silent, spoken])  # written back as read
+    assert [e.no_speech for e in read_manifest(tmp_path / "again.jsonl")[0]] == [True, False]
 
 
 def test_collate_pads_to_a_multiple():

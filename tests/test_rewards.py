@@ -87,6 +87,7 @@ def test_hallucination_runaway_length():
     assert R.hallucination([ten], [ref]) == [0.0]
     assert R.hallucination([ten + " w11"], [ref]) == [-1.0]
     assert R.hallucination(["w1 w2 w3 w4 w5"], [""]) == [-1.0]
+    assert R.hallucination(["w1", ""], ["", ""]) == [-1.0, 0.0]  # silence: any word is made up
 
 
 def test_hallucination_normal_hypothesis_is_zero():

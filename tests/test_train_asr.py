@@ -282,3 +282,34 @@ def test_every_flag_explains_itself(capsys, monkeypatch):
 
     with pytest.raises(ValueError, match="Undocumented.steps has no comment"):
         add_config_flags(__import__("argparse").ArgumentParser(), Undocumented)
+
+
+def test_no_speech_rows_train_and_long_audio_is_scored_in_windows(corpus, tmp_path):
+    """A training manifest with no_speech rows (stage 0 learns them as empty labels, stage 1 as EOS
+    alone); an eval set of ~4 s recordings scored whole and in 1.5 s windows; one of silence and noise."""
+    import numpy as np
+    from nanospeechrl import audio
+    from nanospeechrl.augment import colored_noise
+    rows = [json.loads(line) for line in (corpus / "train.jsonl").read_text().splitlines()]
+    for i, level in enumerate((1e-4, 0.3)):  # near silence, loud noise
+        audio.save(tmp_path / f"quiet{i}.wav", torch.tensor(level * colored_noise(16000, "pink",
+                                                                                  np.random.default_rng(i))))
+    quiet = [{"audio": str(tmp_path / f"quiet{i}.wav"), "text": "", "no_speech": True} for i in range(2)]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps({**r, "audio": str(corpus / r["audio"])}) + "\n"
+                                                  for r in rows + quiet))
+    (tmp_path / "quiet.jsonl").write_text("".join(json.dumps(r) + "\n" for r in quiet))
+    clips = [audio.load(corpus / r["audio"]) for r in rows[:3]]
+    audio.save(tmp_path / "long.wav", torch.cat(clips))
+    (tmp_path / "long.jsonl").write_text(json.dumps({"audio": "long.wav", "text": " ".join(r["text"] for r in rows[:3])})
+                                         + "\n")
+    out = tmp_path / "out"
+    r = train_asr("--data", tmp_path / "train.jsonl", "--eval", f"long={tmp_path / 'long.jsonl'},quiet="
+                  f"{tmp_path / 'quiet.jsonl'}", "--out", out, *TINY, "--stages", "0,1", "--window", "1.5",
+                  "--nbest", "0", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "train: 8 utterances" in r.stdout  # the no_speech rows are training rows, not skipped
+    evals = {e["split"]: e for e in read_metrics(out) if e.get("stage") == "eval"}
+    assert set(evals) == {"long", "long (windows)", "quiet"}
+    assert evals["long"]["ref_words"] == evals["long (windows)"]["ref_words"] == 9
+    assert evals["quiet"]["ref_words"] == 0 and 0 <= evals["quiet"]["nonempty"] <= 2
+    assert f"{evals['quiet']['nonempty']} of 2 transcripts not empty" in r.stdout

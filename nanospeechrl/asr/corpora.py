@@ -86,8 +86,9 @@ def load_run_data(cfg, max_frames):
     skipped.update(bad)
     held_feats, held_out, bad = data.features(held_out, cache, cfg.skip_bad, max_frames)
     skipped.update(bad)
-    for name, examples in evals.items():
-        eval_feats, kept, eval_skipped = data.features(examples, cache, cfg.skip_bad, max_frames)
+    for name, examples in evals.items():  # ASR audio of any length is transcribed in windows
+        longest = None if all(ex.task == "asr" for ex in examples) else max_frames
+        eval_feats, kept, eval_skipped = data.features(examples, cache, cfg.skip_bad, longest)
         if eval_skipped:
             print(f"skipped in eval set {name}: {dict(eval_skipped)}")
         evals[name] = (kept, eval_feats)

@@ -8,6 +8,7 @@ import time
 import torch
 
 from nanospeechrl.asr.speechlm import load_speechlm, prompt_ids
+from nanospeechrl.asr.windows import transcribe_windows
 from nanospeechrl.data import to_batch
 from nanospeechrl.devices import autocast
 from nanospeechrl.encoder import ctc_greedy_decode, ctc_text
@@ -16,10 +17,16 @@ from nanospeechrl.metrics import bootstrap_bleu_diff, bootstrap_wer_diff, error_
 
 @torch.no_grad()
 def transcribe_all(model, tokenizer, feats, device, batch_size=32, max_new_tokens=160, prompts=None, nbest=0,
-                   ctc_weight=0.1, seed=0):
+                   ctc_weight=0.1, seed=0, window_frames=None):
     """Outputs for a list of log-mel features, batched by length, in input order: greedy, or with
     nbest > 0 the CTC-rescored best of greedy + nbest samples (SpeechLM.decode; ASR only).
-    prompts: each utterance's prompt ids ([<task>] + prompt tokens); default the ASR prompt."""
+    prompts: each utterance's prompt ids ([<task>] + prompt tokens); default the ASR prompt.
+    window_frames (ASR): inputs longer than this are cut at pauses, their windows' texts joined."""
+    if window_frames:
+        if prompts is not None:
+            raise ValueError("windows are for ASR: a question or translation needs the whole audio at once")
+        return transcribe_windows(lambda fs: transcribe_all(model, tokenizer, fs, device, batch_size, max_new_tokens,
+                                                            None, nbest, ctc_weight, seed), feats, window_frames)
     model.eval()
     prompts = prompts or [[tokenizer.task_id("asr")]] * len(feats)
     generator = torch.Generator(device).manual_seed(seed)  # the samples, when nbest > 0
@@ -37,11 +44,13 @@ def transcribe_all(model, tokenizer, feats, device, batch_size=32, max_new_token
 
 
 def print_result(name, r, n):
-    if "bleu" in r:
+    if r.get("ref_words") == 0:  # nothing said in any clip (no_speech): only insertions can happen
+        print(f"{name:16s} {r['nonempty']} of {n} transcripts not empty ({r['ins']} words inserted)")
+    elif "bleu" in r:
         print(f"{name:16s} BLEU {r['bleu']:5.1f}  chrF {r['chrf']:5.1f}  exact {100 * r['exact']:5.1f}%  ({n} items)")
     else:
         print(f"{name:16s} WER {100 * r['wer']:5.1f}%  CER {100 * r['cer']:5.1f}%  (sub {r['sub']}, del {r['del']}, "
-              f"ins {r['ins']} of {r['ref_words']} words; {r['loops']} looping; {n} utts)")
+              f"ins {r['ins']} of {r['ref_words']} words; {r['loops']} looping or runaway; {n} utts)")
 
 
 @torch.no_grad()
@@ -69,22 +78,34 @@ def scores(examples, hyps):
 
 
 def evaluate_models(models, evals, device, batch_size, max_new_tokens, log, max_prompt_tokens=64, nbest=0,
-                    ctc_weight=0.1):
+                    ctc_weight=0.1, window_frames=None):
     """models: [(name, checkpoint dir)]; evals: {split: (examples, feats)}, one task per split;
-    nbest, ctc_weight: ASR decoding (transcribe_all), greedy for the other tasks.
+    nbest, ctc_weight: ASR decoding (transcribe_all), greedy for the other tasks. ASR audio longer
+    than the encoder takes is transcribed in windows cut at pauses; a split with utterances longer
+    than window_frames is scored again as "<split> (windows)", each cut into windows of at most
+    that many frames (so a reader sees whether errors come from length or from content).
     Prints and logs each model's results; then, for every model after the first, its WER
     (asr) or BLEU difference to the first with a paired-bootstrap 95% interval.
     Returns {(name, split): hypotheses}."""
+    runs = []  # (label, examples, feats, window frames or None)
+    for split, (examples, feats) in evals.items():
+        runs.append((split, examples, feats, None))
+        if examples[0].task == "asr" and window_frames and max(len(f) for f in feats) > window_frames:
+            runs.append((f"{split} (windows)", examples, feats, window_frames))
     hyps = {}
     for name, path in models:
         model, tokenizer = load_speechlm(path, device)
         print(f"== {name} ({path})")
-        for split, (examples, feats) in evals.items():
+        for split, examples, feats, window in runs:
             t0 = time.time()
-            prompts = [prompt_ids(tokenizer, ex, max_prompt_tokens)[0] for ex in examples]
-            asr = examples[0].task == "asr"
-            hyps[name, split] = transcribe_all(model, tokenizer, feats, device, batch_size, max_new_tokens, prompts,
-                                               nbest if asr else 0, ctc_weight)
+            if examples[0].task == "asr":
+                hyps[name, split] = transcribe_all(model, tokenizer, feats, device, batch_size, max_new_tokens, None,
+                                                   nbest, ctc_weight, window_frames=window or
+                                                   model.encoder.config.max_frames)
+            else:
+                prompts = [prompt_ids(tokenizer, ex, max_prompt_tokens)[0] for ex in examples]
+                hyps[name, split] = transcribe_all(model, tokenizer, feats, device, batch_size, max_new_tokens,
+                                                   prompts)
             r = scores(examples, hyps[name, split])
             log({"stage": "eval", "model": name, "split": split, **r, "n": len(examples), "time": time.time() - t0})
             print_result(split, r, len(examples))
@@ -92,7 +113,7 @@ def evaluate_models(models, evals, device, batch_size, max_new_tokens, log, max_
                 print((f"    question: {ex.prompt}\n" if ex.prompt else "") + f"    ref: {ex.text}\n    hyp: {h}")
     base = models[0][0]
     for name, _ in models[1:]:
-        for split, (examples, _) in evals.items():
+        for split, examples, _, _ in runs:
             refs, asr = [ex.text for ex in examples], examples[0].task == "asr"
             d, lo, hi = (bootstrap_wer_diff if asr else bootstrap_bleu_diff)(refs, hyps[base, split], hyps[name, split])
             metric, k = ("wer", 100) if asr else ("bleu", 1)

@@ -3,10 +3,12 @@ RL data construction (train_asr.py --rl-data): which utterances GRPO trains on.
 
     all   the training set as it is
     hard  utterances the SFT model gets wrong, or whose samples disagree with its greedy output
-    long  k training utterances joined back to back, audio and text: multi-sentence inputs,
-          where the SFT model (trained on single sentences) deletes and loops
+    long  the multi-sentence training utterances (the built-in corpus has 2-8 sentences, up to
+          30 s, in ~9% of its rows), where speech LLMs delete and loop; data without any gets
+          3 utterances of one speaker joined back to back, audio and text
 """
 import random
+import re
 
 import torch
 
@@ -15,6 +17,11 @@ from nanospeechrl.asr.evaluate import transcribe_all
 from nanospeechrl.asr.speechlm import prompt_ids
 from nanospeechrl.devices import autocast
 from nanospeechrl.rewards import normalize
+
+
+def sentences(text):
+    """How many sentences a text holds (ends of sentence followed by more words count, plus one)."""
+    return 1 + len(re.findall(r"[.!?]\s+\S", text.strip()))
 
 
 def joined_examples(examples, feats, k, max_frames, seed):
@@ -61,7 +68,9 @@ def rl_examples(model, tokenizer, run, cfg, gcfg, device, max_frames, stage):
     pool = slice(len(run.train), None) if run.held_out else slice(None)  # --rl-holdout 0: the SFT training set
     examples, feats = (run.train + run.held_out)[pool], run.feats[pool]
     if cfg.rl_data == "long":
-        examples, feats = joined_examples(examples, feats, 3, max_frames, cfg.seed)
+        multi = [i for i, ex in enumerate(examples) if sentences(ex.text) > 1]
+        examples, feats = ([examples[i] for i in multi], [feats[i] for i in multi]) if multi else \
+            joined_examples(examples, feats, 3, max_frames, cfg.seed)
     elif cfg.rl_data == "hard":
         examples, feats = hard_examples(model, tokenizer, examples, feats, run.prompts[pool], cfg.rl_pool,
                                         cfg.eval_batch, gcfg.max_new_tokens, gcfg.temperature, cfg.seed, device)

@@ -60,7 +60,10 @@ def load_tts_data(cfg):
     def load(spec, skip_empty=False):
         examples, skipped = data.load_examples(spec, cfg.skip_bad, skip_empty=skip_empty)
         feats, examples, bad = data.features(examples, cache, cfg.skip_bad, max_frames)
-        if skipped or bad:
+        bad["no_speech"] = sum(ex.no_speech for ex in examples)  # silence / noise rows: nothing to say
+        feats, examples = [f for f, ex in zip(feats, examples) if not ex.no_speech], \
+            [ex for ex in examples if not ex.no_speech]
+        if skipped or +bad:
             print(f"skipped in {spec}: {dict(skipped + bad)}")
         return examples, feats
 

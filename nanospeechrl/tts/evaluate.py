@@ -148,13 +148,15 @@ def report_tts(set_name, items, models, speech_tok, judge, speaker_eval, device,
     rows = {"(a) real audio": (real, None, None), "(b) Griffin-Lim of real log-mel": None,
             "(c) flow from tokens, mel": (flow_mels, None, None), "(c) flow from tokens, wav": None}
     for name, model in models:
-        tokens, capped, mels = synthesize_items(model, items, voices, batch_size, steps, seed, sampling or {}, device, gen)
+        tokens, capped, mels = synthesize_items(model, items, voices, batch_size, steps, seed, sampling or {}, device,
+                                                torch.Generator().manual_seed(seed + 1))  # its own: rows reproducible
         rows[f"(d) {name}, mel"], rows[f"(d) {name}, wav"] = (mels, tokens, capped), None
     with tempfile.TemporaryDirectory() as tmp:
         for k, title in enumerate(list(rows)):  # the waveform a person hears, read back like any audio file
             if rows[title] is None:
                 source = rows[title.replace(", wav", ", mel")] if "wav" in title else rows["(a) real audio"]
-                rows[title] = (through_wav(source[0], tmp, str(k), gen),) + source[1:]
+                wavs = through_wav(source[0], tmp, str(k), torch.Generator().manual_seed(seed + 2))
+                rows[title] = (wavs,) + source[1:]
         if sample_dir:
             write_samples(sample_dir, set_name.replace(" ", "_"), items, rows, models[0][0])
     print(f"== TTS, {set_name} ({len(items)} test texts)")
