@@ -23,7 +23,6 @@ line; `python -m nanospeechrl.plot <out>` draws them.
 """
 import argparse
 import copy
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -37,7 +36,7 @@ from nanospeechrl.asr.evaluate import evaluate_ctc, evaluate_models
 from nanospeechrl.asr.rl_data import rl_examples
 from nanospeechrl.asr.speechlm import ProjectorConfig, SpeechLM
 from nanospeechrl.audio import AudioError, spec_augment
-from nanospeechrl.checkpoint import load_checkpoint, restore_rng, save_checkpoint
+from nanospeechrl.checkpoint import done, load_checkpoint, restore_rng, save_checkpoint, saved_state
 from nanospeechrl.cli import add_config_flags, build_configs, start_run
 from nanospeechrl.devices import Phases, autocast
 from nanospeechrl.encoder import (CTC_CHARS, FRAMES_PER_SECOND, CTCHead, Encoder, EncoderConfig, ctc_labels, ctc_loss,
@@ -165,20 +164,6 @@ def task_rewards(cfg):
 def rl_stage(gcfg):
     """Stage 2's checkpoint name: mixed-policy GRPO gets its own, next to the on-policy one."""
     return "stage2" if gcfg.off_policy == "none" else "stage2-mixed"
-
-
-def saved_state(out, stage):
-    """<out>/<stage>/state.json as a dict ({} when there is no checkpoint)."""
-    path = os.path.join(out, stage, "state.json")
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return json.load(f)
-
-
-def done(out, stage):
-    """The finished-flag of a stage's checkpoint, or None when there is none."""
-    return saved_state(out, stage).get("done")
 
 
 # ----------------------------------------------------------------------------- stage 0

@@ -27,7 +27,6 @@ training and held-out voices, (d) for every LM (SFT, control, each RL method), w
 """
 import argparse
 import copy
-import json
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -37,7 +36,7 @@ from tqdm import tqdm
 
 from nanospeechrl import data
 from nanospeechrl.audio import AudioError
-from nanospeechrl.checkpoint import load_checkpoint, read_config, restore_rng, save_checkpoint
+from nanospeechrl.checkpoint import done, load_checkpoint, read_config, restore_rng, save_checkpoint, saved_state
 from nanospeechrl.cli import add_config_flags, build_configs, start_run
 from nanospeechrl.devices import Phases, autocast
 from nanospeechrl.encoder import CTC_CHARS, CTCHead, Encoder, EncoderConfig, ctc_loss
@@ -166,11 +165,6 @@ def parse_args(argv=None):
     if cfg.judge and not os.path.exists(os.path.join(cfg.judge, "config.json")):
         parser.error(f"--judge {cfg.judge}: no checkpoint there (expected e.g. out/asr/stage1 from train_asr.py)")
     return cfg, gcfg
-
-
-def done(out, stage):
-    path = os.path.join(out, stage, "state.json")
-    return os.path.exists(path) and json.load(open(path)).get("done", False)
 
 
 def ctc_step_fn(model_fn, feats, labels, device):
@@ -355,6 +349,9 @@ def tts_rl(items, tts, reward_asr, token2text, cfg, gcfg, device, log, monitor=N
         off = torch.zeros_like(capped)
         row = {"stage": name, "step": step,
                **rollout_metrics(rewards, parts, tied, off, rollout, rollout.lengths, capped)}
+        if not use_grpo:  # DiffRO alone scores no audio: its reward is diffro/reward, logged by the update
+            for key in ("reward", "reward_std", "frac_reward_zero_std"):
+                del row[key]
         batch = keep_groups(rollout.tokens, rollout.lengths, mask, advantages, off, keep, G)
         if batch is not None:
             kept = [step_prompts[i] for i in batch.prompts.tolist()]
@@ -431,7 +428,7 @@ def main(argv=None):
         monitor = judge_monitor(run, items, cfg, device) if cfg.rl_eval_every else None
         tts_rl(items, tts, reward_asr, token2text, cfg, gcfg, device, log, monitor, time.time() - t_setup)
     if "control" in stages:  # SFT continued from lm for the wall time rl took, at the final lr
-        seconds = json.load(open(os.path.join(path(f"rl-{cfg.rl}"), "state.json")))["elapsed"]
+        seconds = saved_state(cfg.out, f"rl-{cfg.rl}")["elapsed"]
         print(f"lm-control: LM SFT from lm for {seconds:.0f} s, the wall time rl-{cfg.rl} took")
         train_lm("lm-control", run, tokens, n_codes=n_codes, seconds=seconds, lr_fn=lambda step: 0.1 * cfg.lr,
                  init_opt=path("lm"), **common)

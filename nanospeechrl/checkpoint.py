@@ -136,6 +136,20 @@ def _resolve(path) -> Path:
     return path
 
 
+def saved_state(out, stage) -> dict:
+    """<out>/<stage>/state.json as a dict ({} when there is no checkpoint)."""
+    path = os.path.join(out, stage, "state.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def done(out, stage):
+    """The finished-flag of a stage's checkpoint in <out>, or None when there is none."""
+    return saved_state(out, stage).get("done")
+
+
 def read_config(path) -> dict:
     return json.loads((_resolve(path) / CONFIG_FILE).read_text())
 

@@ -34,5 +34,7 @@ def test_builtin_hold_out_leaves_the_sft_set_as_it_was():
     so stages 0-1 see the same utterances (texts, voices, noise) whatever --rl-holdout is."""
     small = builtin._jobs(CorpusConfig(n_train=10, n_dev=2, n_test=2, n_test_accent=2, n_test_long=1))["train"]
     large = builtin._jobs(CorpusConfig(n_train=14, n_dev=2, n_test=2, n_test_accent=2, n_test_long=1))["train"]
-    assert large[:10] == small
-    assert {job["text"] for job in large[10:]}.isdisjoint(job["text"] for job in small)
+    n = builtin.sft_rows(CorpusConfig(), 10)
+    assert n == len(small) == 11  # 10 sentences and one long row
+    assert large[:n] == small
+    assert {job["text"] for job in large[n:]}.isdisjoint(job["text"] for job in small)

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from nanospeechrl import data
 from nanospeechrl.asr.speechlm import prompt_ids
-from nanospeechrl.builtin.corpus import TASK_SPLITS, CorpusConfig, build_corpus
+from nanospeechrl.builtin.corpus import TASK_SPLITS, CorpusConfig, build_corpus, sft_rows
 from nanospeechrl.tokenizer import Tokenizer
 
 SPEECH_TO_TEXT = ("asr", "sqa", "ast")  # the tasks of tokenizer.TASKS that train_asr.py trains
@@ -32,16 +32,16 @@ def load_data(cfg):
         sizes = {"asr": cfg.n_train, "sqa": cfg.n_sqa, "ast": cfg.n_ast}
         train_spec, specs = [], {}
         for task in TASK_CORPORA[cfg.task]:
-            root = build_corpus(CorpusConfig(task=task, seed=cfg.seed, n_train=sizes[task] + cfg.rl_holdout,
-                                             n_test=cfg.n_test))
-            train_spec.append(os.path.join(root, "train.jsonl"))
+            corpus = CorpusConfig(task=task, seed=cfg.seed, n_train=sizes[task] + cfg.rl_holdout, n_test=cfg.n_test)
+            root = build_corpus(corpus)
+            train_spec.append((os.path.join(root, "train.jsonl"), sft_rows(corpus, sizes[task])))
             for split in TASK_SPLITS[task][1:]:
                 if cfg.task != "mix":
                     specs[split] = os.path.join(root, f"{split}.jsonl")
                 elif split in ("test", "test_accent"):  # mix: the test sets only, to keep the run short
                     specs[f"{task}/{split}"] = os.path.join(root, f"{split}.jsonl")
     else:
-        train_spec, specs = [cfg.data], {}
+        train_spec, specs = [(cfg.data, None)], {}
     for item in filter(None, cfg.eval.split(",")):
         name, _, spec = item.partition("=")
         if not spec:
@@ -49,11 +49,12 @@ def load_data(cfg):
         specs[name] = spec
     # Empty transcripts in training data are skipped and counted; other bad lines need --skip-bad.
     train, rl, skipped = [], [], Counter()
-    for spec in train_spec:
+    for spec, n in train_spec:  # n: the built-in corpus's rows before its hold-out, else None
         examples, bad = data.load_examples(spec, skip_bad=cfg.skip_bad, skip_empty=True)
-        if cfg.data != "builtin" and cfg.rl_holdout:
-            random.Random(cfg.seed).shuffle(examples)
-        n = len(examples) - min(cfg.rl_holdout, len(examples) // 2)  # never more than half
+        if n is None:
+            if cfg.rl_holdout:
+                random.Random(cfg.seed).shuffle(examples)
+            n = len(examples) - min(cfg.rl_holdout, len(examples) // 2)  # never more than half
         train, rl = train + examples[:n], rl + examples[n:]
         skipped.update(bad)
     evals = {}

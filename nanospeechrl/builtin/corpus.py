@@ -114,6 +114,12 @@ def _with_extra_rows(rows, cfg):
     return out
 
 
+def sft_rows(cfg, n):
+    """How many train rows the first n sentences make (with the long and no-speech rows after them):
+    the rows that stay in training whatever --rl-holdout adds after them."""
+    return n + (int(n * cfg.long_frac) + int(n * cfg.no_speech_frac) if cfg.task == "asr" else 0)
+
+
 def _jobs(cfg):
     """One render job (row fields, voice, prosody, noise) per utterance, per split."""
     items = _items(cfg)

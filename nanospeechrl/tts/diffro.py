@@ -97,5 +97,6 @@ def grpo_diffro_loss(lm, token2text, prompts, batch, ref_logits, old, labels, us
 
         d_loss, d_metrics = diffro_loss(logits[rows], ref_logits[rows], speech[rows], text_logprob, beta,
                                         generator, lm.n_codes)
-        loss, metrics = loss + d_loss, {**metrics, **d_metrics, "diffro/rows": rows.float().mean().item()}
+        loss, metrics = loss + d_loss, {"kl": d_metrics["diffro/kl"], **metrics, **d_metrics,  # GRPO's kl if any
+                                        "diffro/rows": rows.float().mean().item()}
     return loss, metrics
