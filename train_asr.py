@@ -84,7 +84,7 @@ class TrainConfig:
     rl_lr: float = 2e-5  # constant learning rate of stage 2
     rl_batch: int = 32  # completions per step: (utterances per step) * num_generations
     reward: str = ""  # name:weight,... from rewards.REWARDS; empty: each task's rewards.TASK_REWARDS
-    rl_data: str = "hard"  # hard (the SFT model errs or its samples disagree) | all | long (3 utterances joined)
+    rl_data: str = "hard"  # hard (the SFT model errs or its samples disagree) | all | long (multi-sentence utterances; without any, 3 joined)
     rl_holdout: int = 0  # training utterances kept out of stages 0-1 for stage 2 and 1b (asr/corpora.py)
     rl_pool: int = 1000  # --rl-data hard: RL utterances screened
     rl_ckpt_every: int = 25  # stage 2 steps between checkpoints

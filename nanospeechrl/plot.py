@@ -4,6 +4,7 @@ Training curves from a run's metrics.jsonl, as one PNG.
     python -m nanospeechrl.plot out/asr            # -> out/asr/training.png
     python -m nanospeechrl.plot out/asr -o run.png
     python -m nanospeechrl.plot out/a out/b -o both.png   # several runs' metrics, one figure
+    python -m nanospeechrl.plot out/a out/b --only judge_cer,kl   # just these panels
 
 Panels: the loss of every supervised stage against its step; for every RL stage (rows with a
 reward) the mean reward, reward_std, KL to the reference, mean completion length and, where
@@ -70,13 +71,17 @@ def evaluation(rows):
     return out
 
 
-def plot(rows, path):
-    """Draw the panels that the rows have data for into one PNG at path."""
-    rl_stages = set(curves(rows, "reward"))
+def plot(rows, path, only=None):
+    """Draw the panels that the rows have data for (of `only`, keys like "loss", "kl", "eval",
+    if given) into one PNG at path; a stage has one colour in every panel."""
+    rl_stages = set(curves(rows, "reward")) | set(curves(rows, "judge_cer"))
     losses = {k: v for k, v in curves(rows, "loss").items() if k not in rl_stages}
     panels = ([("loss", "supervised loss", losses)] if losses else [])
     panels += [(key, title, curves(rows, key)) for key, title in RL_PANELS if rl_stages and curves(rows, key)]
     scores = evaluation(rows)
+    if only:
+        panels, scores = [p for p in panels if p[0] in only], scores if "eval" in only else {}
+    colours = {stage: f"C{i}" for i, stage in enumerate(sorted({s for _, _, data in panels for s in data}))}
     n = len(panels) + bool(scores)
     if n == 0:
         raise SystemExit("error: the metrics hold no losses, rewards or evaluations to plot")
@@ -86,7 +91,7 @@ def plot(rows, path):
     axes = axes.flatten()
     for ax, (key, title, data) in zip(axes, panels):
         for stage, (steps, values) in sorted(data.items()):
-            ax.plot(steps, values, label=stage, linewidth=1)
+            ax.plot(steps, values, label=stage, linewidth=1, color=colours[stage])
         ax.set(title=title, xlabel="step")
         if key == "loss":
             ax.set_yscale("log")
@@ -115,9 +120,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", help="training runs' --out directories (holding metrics.jsonl)")
     parser.add_argument("-o", "--output", help="PNG to write (default: <first run>/training.png)")
+    parser.add_argument("--only", help="comma-separated panels to draw, of: loss, " + ", ".join(k for k, _ in RL_PANELS)
+                        + ", eval (default: all that have data)")
     args = parser.parse_args(argv)
     output = args.output or os.path.join(args.runs[0], "training.png")
-    plot([row for run in args.runs for row in read_metrics(os.path.join(run, "metrics.jsonl"))], output)
+    only = set(args.only.split(",")) if args.only else None
+    if only and only - {"loss", "eval", *(k for k, _ in RL_PANELS)}:
+        parser.error(f"--only: unknown panels {sorted(only - {'loss', 'eval', *(k for k, _ in RL_PANELS)})}")
+    plot([row for run in args.runs for row in read_metrics(os.path.join(run, "metrics.jsonl"))], output, only)
     print(output)
 
 
