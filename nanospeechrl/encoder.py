@@ -189,11 +189,12 @@ class Encoder(nn.Module):
         cfg = self.config
         if n_mels != cfg.n_mels:
             raise ValueError(f"expected {cfg.n_mels} mel bins per frame, got feats of shape {tuple(feats.shape)}")
-        if T > cfg.max_frames:
-            raise ValueError(f"input has {T} frames ({T / FRAMES_PER_SECOND:.2f} s) but the encoder supports "
-                             f"at most {cfg.max_frames} frames ({cfg.max_frames / FRAMES_PER_SECOND:.2f} s)")
         if lengths.shape != (B,) or bool((lengths < 1).any()) or bool((lengths > T).any()):
             raise ValueError(f"lengths must be (B,) = ({B},) with values in [1, {T}], got {lengths.tolist()}")
+        longest = int(lengths.max())  # padding past max_frames (batches padded to a shape multiple) is fine
+        if longest > cfg.max_frames:
+            raise ValueError(f"input has {longest} frames ({longest / FRAMES_PER_SECOND:.2f} s) but the encoder "
+                             f"supports at most {cfg.max_frames} frames ({cfg.max_frames / FRAMES_PER_SECOND:.2f} s)")
         x, lengths = self.subsample(feats, lengths)  # (B, T', D)
         return run_blocks(self.blocks, self.drop(x), lengths, cfg.n_head), lengths
 

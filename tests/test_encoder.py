@@ -67,6 +67,13 @@ def test_bad_inputs_raise():
                                          r"at most 100 frames \(1.00 s\)"):
         enc(torch.randn(1, 101, 80), torch.tensor([101]))
     enc(torch.randn(1, 100, 80), torch.tensor([100]))  # exactly max_frames is fine
+    enc.eval()
+    x = torch.randn(2, 128, 80)  # zero-padded to a shape multiple past max_frames: the lengths are what count
+    x[0, 100:], x[1, 60:] = 0, 0
+    hidden, lens = enc(x, torch.tensor([100, 60]))
+    assert torch.allclose(hidden[0, :lens[0]], enc(x[:1, :100], torch.tensor([100]))[0][0], atol=1e-5)
+    with pytest.raises(ValueError, match="input has 101 frames"):
+        enc(x, torch.tensor([101, 60]))
     with pytest.raises(ValueError, match=r"values in \[1, 10\]"):
         enc(torch.randn(2, 10, 80), torch.tensor([10, 0]))  # an empty utterance
     with pytest.raises(ValueError, match="expected 80 mel bins"):
