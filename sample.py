@@ -10,8 +10,8 @@ Use a trained speech LLM from the command line.
     python sample.py synthesize --ckpt out/tts/lm --text "One." --text "Two." --speaker en-us+f3 -o out.wav
 
 Speech -> text prints one line per input file on stdout, "<path>\\t<output>", in the order
-given. transcribe takes audio of any length: a file longer than the encoder accepts (30 s by
-default) is cut into windows at pauses (asr/windows.py) and their texts joined. A file that
+given. transcribe takes audio of any length: a file longer than --window (10 s) is cut into
+windows at pauses (asr/windows.py) and their texts joined. A file that
 cannot be used (unreadable, empty; for answer and translate, longer than the encoder accepts)
 prints "error: <path>: <why>" on stderr instead; the others still run, and the exit code is 1.
 synthesize writes one wav per --text (several: out-0.wav, out-1.wav, ...) in the voice of a
@@ -63,6 +63,7 @@ def speech_to_text(args, task, prompt="", **decoding):
         print(f"warning: the prompt is longer than this model's {budget} prompt tokens; truncated", file=sys.stderr)
         prompt = tokenizer.decode(tokenizer.encode(prompt)[:budget])
     max_frames = model.encoder.config.max_frames
+    window = min(max_frames, int(getattr(args, "window", 0) * FRAMES_PER_SECOND) or max_frames)
     feats = read_features(args.audio, None if task == "asr" else max_frames)
     generator = torch.Generator(device).manual_seed(args.seed)  # sampling only; greedy ignores it
 
@@ -78,7 +79,7 @@ def speech_to_text(args, task, prompt="", **decoding):
 
     for start in range(0, len(feats), args.batch_size):
         paths, batch = zip(*feats[start:start + args.batch_size])
-        texts = transcribe_windows(run, list(batch), max_frames) if task == "asr" else run(list(batch))
+        texts = transcribe_windows(run, list(batch), window) if task == "asr" else run(list(batch))
         for path, text in zip(paths, texts):
             print(f"{path}\t{' '.join(text.split())}", flush=True)  # one line per file, whatever the model emits
     return 0 if len(feats) == len(args.audio) else 1
@@ -165,6 +166,9 @@ def main(argv=None):
                    help="pick the best of greedy + N samples by LLM and CTC scores, as train_asr.py evaluates "
                         "(default 16; 0 = greedy only; 0 when --temperature samples)")
     p.add_argument("--ctc-weight", type=float, default=0.1, help="weight of the CTC score in that choice")
+    p.add_argument("--window", type=float, default=10.0,
+                   help="seconds: longer files are cut into windows of at most this at pauses (0: the encoder's "
+                        "limit); the model reads 10 s windows far better than 20-30 s in one go")
     p.set_defaults(run=transcribe)
     p = commands.add_parser("answer", help="spoken QA: answer a question about each audio file")
     add_common(p)

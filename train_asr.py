@@ -74,8 +74,8 @@ class TrainConfig:
     dropout: float = 0.0  # encoder and LLM dropout (always off in stage 2)
     stack: int = 2  # encoder frames per LLM audio embedding
     freeze_encoder: bool = True  # stages 1-2 train projector + LLM on the stage-0 encoder's outputs
-    ctc_steps: int = 1800  # stage 0 steps
-    sft_steps: int = 2400  # stage 1 steps
+    ctc_steps: int = 3000  # stage 0 steps
+    sft_steps: int = 4000  # stage 1 steps
     lr: float = 2e-3  # peak learning rate (AdamW, warmup then cosine to lr / 10)
     batch_frames: int = 6000  # padded feature frames per batch (100 frames = 1 s)
     spec_augment: bool = False  # SpecAugment time and frequency masks on the log-mel in training

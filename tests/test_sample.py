@@ -58,13 +58,13 @@ def files(tmp_path_factory):
             "bad": tmp / "bad.wav", "missing": tmp / "missing.wav"}
 
 
-def expected_line(files, name):
+def expected_line(files, name, window=MAX_FRAMES):
     """What sample.py must print for one good file: the model run on that file alone, in process
-    (a file longer than the encoder accepts: on each of its windows alone, texts joined)."""
+    (a file longer than the window: on each of its windows alone, texts joined)."""
     model, tok = load_speechlm(files["ckpt"])
     feats = audio.log_mel(audio.load(files[name]))
     texts = [model.transcribe(f[None], torch.tensor([len(f)]), tok, max_new_tokens=6)[0].strip()
-             for f in (feats[s:e] for s, e in cut_points(feats, MAX_FRAMES))]
+             for f in (feats[s:e] for s, e in cut_points(feats, window))]
     return f"{files[name]}\t{' '.join(' '.join(texts).split())}"
 
 
@@ -89,6 +89,8 @@ def test_transcribe_cli_reports_bad_files_and_keeps_going(files):
                 files["long"], files["b"])
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == expected
+    r = run_cli("transcribe", "--ckpt", files["ckpt"], "--max-new-tokens", 6, "--nbest", 0, "--window", 1.0, files["b"])
+    assert r.stdout.splitlines() == [expected_line(files, "b", window=100)]  # 1.5 s in windows of <= 1 s
     assert r.stderr == ""
 
 
