@@ -3,7 +3,7 @@ Audio of any length: test utterances joined back to back into long recordings (~
 transcribed whole (cut into windows at pauses, as sample.py transcribe does) and one by one.
 The two WERs on the same words should be within a few points: windowing loses little.
 
-    python bench/longform.py [--ckpt out/asr/stage1] [--seconds 90] [--n 5] [--window 30]
+    python bench/longform.py [--ckpt out/asr/stage1] [--seconds 90] [--n 5] [--window 10]
 
 Needs a finished train_asr.py run on the built-in corpus. The last line is WER(whole) - WER(one
 by one) in points, as a bare number.
@@ -32,7 +32,7 @@ def main():
     parser.add_argument("--ckpt", default="out/asr/stage1", help="a speech-LLM checkpoint of train_asr.py")
     parser.add_argument("--seconds", type=float, default=90.0, help="length of each long recording")
     parser.add_argument("--n", type=int, default=5, help="long recordings")
-    parser.add_argument("--window", type=float, default=30.0, help="longest window, seconds (the encoder's 30 s)")
+    parser.add_argument("--window", type=float, default=10.0, help="longest window, seconds (as sample.py transcribe)")
     parser.add_argument("--nbest", type=int, default=16, help="decoding, as train_asr.py evaluates (0: greedy)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
