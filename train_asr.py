@@ -24,15 +24,16 @@ line; `python -m nanospeechrl.plot <out>` draws them.
 import argparse
 import copy
 import os
+import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from tqdm import tqdm
 
-from nanospeechrl import data
+from nanospeechrl import data, distributed
 from nanospeechrl.asr.corpora import TASK_CORPORA, load_run_data
-from nanospeechrl.asr.evaluate import evaluate_ctc, evaluate_models
+from nanospeechrl.asr.evaluate import evaluate_ctc, evaluate_models, seed_summary
 from nanospeechrl.asr.rl_data import rl_examples
 from nanospeechrl.asr.speechlm import ProjectorConfig, SpeechLM
 from nanospeechrl.audio import AudioError, spec_augment
@@ -44,6 +45,7 @@ from nanospeechrl.encoder import (CTC_CHARS, FRAMES_PER_SECOND, CTCHead, Encoder
 from nanospeechrl.grpo import (GRPOConfig, completion_mask, group_advantages, grpo_update, keep_groups,
                                rollout_metrics, stop_if_diverging, tied_groups, with_reference_rows)
 from nanospeechrl.llm import LLM, LLMConfig
+from nanospeechrl.pretrained import load_pretrained_into, pretrained_config
 from nanospeechrl.rewards import TASK_REWARDS, normalize, parse_rewards, score_tasks
 from nanospeechrl.trainer import train_stage
 
@@ -62,7 +64,10 @@ class TrainConfig:
     resume: bool = False  # continue from the checkpoints in --out
     skip_bad: bool = False  # skip (and count) bad manifest lines / audio instead of failing
     n_train: int = 12000  # built-in corpus: asr training utterances
-    n_test: int = 200  # built-in corpora: test items per task (more resolve smaller differences)
+    n_test: int = 200  # built-in asr corpus: dev and test utterances
+    n_test_understanding: int = 1000  # built-in sqa and ast corpora: dev and test items each (1,000 resolve ~1 BLEU)
+    splits: str = ""  # built-in eval splits, comma-separated (mix: task/split); default all (mix: test, test_accent)
+    long_frac: float = 0.1  # built-in asr corpus: multi-sentence rows (up to 30 s) added per single-sentence row
     n_sqa: int = 3000  # built-in corpus: spoken-QA training items (passage, question, answer)
     n_ast: int = 4000  # built-in corpus: speech-translation training pairs
     max_prompt_tokens: int = 48  # task token + prompt (question) tokens; longer ones are cut, and counted
@@ -70,6 +75,7 @@ class TrainConfig:
     d_model: int = 144  # encoder width
     enc_layers: int = 4  # conformer blocks
     n_embd: int = 256  # LLM width
+    llm_init: str = ""  # a Llama / Qwen2 checkpoint directory: the LLM starts from it, with its tokenizer
     llm_layers: int = 4  # LLM blocks
     dropout: float = 0.0  # encoder and LLM dropout (always off in stage 2)
     stack: int = 2  # encoder frames per LLM audio embedding
@@ -83,11 +89,12 @@ class TrainConfig:
     rl_steps: int = 150  # GRPO steps (the algorithm's own settings are GRPOConfig's flags, below)
     rl_lr: float = 2e-5  # constant learning rate of stage 2
     rl_batch: int = 32  # completions per step: (utterances per step) * num_generations
-    reward: str = ""  # name:weight,... from rewards.REWARDS; empty: each task's rewards.TASK_REWARDS
+    reward: str = ""  # name:weight,... (rewards.REWARDS) for all tasks, or per task: sqa=chrf:1;ast=bleu; "": TASK_REWARDS
     rl_data: str = "hard"  # hard (the SFT model errs or its samples disagree) | all | long (multi-sentence utterances; without any, 3 joined)
     rl_holdout: int = 0  # training utterances kept out of stages 0-1 for stage 2 and 1b (asr/corpora.py)
     rl_pool: int = 1000  # --rl-data hard: RL utterances screened
     rl_ckpt_every: int = 25  # stage 2 steps between checkpoints
+    seeds: int = 1  # stages 2 and 1b run this many times from one SFT model, replicate k with seed+k (<stage>-seed<k>)
     log_every: int = 25  # steps between metrics lines
     ckpt_every: int = 300  # steps between checkpoints
     eval_batch: int = 32  # utterances per decoding batch
@@ -134,6 +141,11 @@ def parse_args(argv=None):
     if set(stages) - {"0", "1", "1b", "2"}:
         parser.error(f"--stages {cfg.stages!r}: choose from 0, 1, 1b, 2 (comma-separated)")
     if "2" in stages:  # fail at start-up, not after minutes of stages 0-1
+        world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's
+        if (cfg.rl_batch // gcfg.num_generations) % world:
+            parser.error(f"--rl-batch {cfg.rl_batch} is {cfg.rl_batch // gcfg.num_generations} utterances a step, which "
+                         f"{world} ranks cannot share evenly: use an --rl-batch that is a multiple of "
+                         f"{world * gcfg.num_generations} (ranks x --num-generations)")
         if cfg.rl_batch % gcfg.num_generations:
             parser.error(f"--rl-batch {cfg.rl_batch} is not a multiple of --num-generations {gcfg.num_generations}: "
                          f"each utterance needs a whole group; try --rl-batch "
@@ -150,20 +162,34 @@ def parse_args(argv=None):
     if ("2" in stages or "1b" in stages) and "1" not in stages and not done(cfg.out, "stage1"):
         parser.error(f"stages 2 and 1b start from the SFT checkpoint {os.path.join(cfg.out, 'stage1')}, which "
                      f"is missing or unfinished: run stage 1 first (--stages 0,1,2) or point --out at a finished run")
-    if "1b" in stages and "2" not in stages and not done(cfg.out, rl_stage(gcfg)):
+    if "1b" in stages and "2" not in stages and not all(done(cfg.out, rl_stage(gcfg, k)) for k in range(cfg.seeds)):
         parser.error("stage 1b runs SFT for the wall time stage 2 took, so it needs a finished stage 2: "
                      "use --stages 2,1b (or --resume --stages 2,1b if stage 2 was stopped)")
     return cfg, gcfg
 
 
 def task_rewards(cfg):
-    """{task: {reward name: weight}}: --reward for every task, or each task's default."""
-    return {task: parse_rewards(cfg.reward or TASK_REWARDS[task]) for task in TASK_REWARDS}
+    """{task: {reward name: weight}}: --reward for every task ("bleu:1"), or per task
+    ("sqa=chrf:1;ast=bleu:1", the others keeping their default), or each task's default."""
+    if "=" not in cfg.reward:
+        return {task: parse_rewards(cfg.reward or TASK_REWARDS[task]) for task in TASK_REWARDS}
+    specs = dict(TASK_REWARDS)
+    for item in filter(None, (x.strip() for x in cfg.reward.split(";"))):
+        task, _, spec = item.partition("=")
+        if task not in TASK_REWARDS:
+            raise ValueError(f"--reward {cfg.reward!r}: unknown task {task!r}; choose from {', '.join(TASK_REWARDS)}")
+        specs[task] = spec
+    return {task: parse_rewards(spec) for task, spec in specs.items()}
 
 
-def rl_stage(gcfg):
-    """Stage 2's checkpoint name: mixed-policy GRPO gets its own, next to the on-policy one."""
-    return "stage2" if gcfg.off_policy == "none" else "stage2-mixed"
+def rl_stage(gcfg, k=0):
+    """Stage 2's checkpoint name: mixed-policy GRPO gets its own, next to the on-policy one;
+    replicate k >= 1 of --seeds its own too."""
+    return ("stage2" if gcfg.off_policy == "none" else "stage2-mixed") + seed_suffix(k)
+
+
+def seed_suffix(k):
+    return f"-seed{k}" if k else ""
 
 
 # ----------------------------------------------------------------------------- stage 0
@@ -183,7 +209,8 @@ def ctc_pretrain(ctc, run, cfg, device, ckpt_config, tokenizer, log, gen):
 
     train_stage("stage0", ctc, ctc_step, [len(f) for f in feats], cfg, device, ckpt_config, tokenizer, log, gen,
                 steps=cfg.ctc_steps)
-    evaluate_ctc(ctc["encoder"], ctc["head"], *next(iter(run.evals.values())), cfg.eval_batch, device, log)
+    if distributed.is_main():
+        evaluate_ctc(ctc["encoder"], ctc["head"], *next(iter(run.evals.values())), cfg.eval_batch, device, log)
 
 
 # ----------------------------------------------------------------------------- stage 1 (and 1b)
@@ -200,6 +227,8 @@ def sft(name, init, n, run, ctc, model_fn, cfg, device, ckpt_config, tokenizer, 
         load_checkpoint(os.path.join(cfg.out, "stage0"), ctc)
         model.encoder.load_state_dict(ctc["encoder"].state_dict())
         model.ctc_head.load_state_dict(ctc["head"].state_dict())  # for decoding (SpeechLM.decode)
+        if cfg.llm_init:  # a pretrained decoder instead of a random one
+            load_pretrained_into(model.llm, cfg.llm_init)
     else:
         load_checkpoint(os.path.join(cfg.out, init), model)
     model.encoder.requires_grad_(not cfg.freeze_encoder)
@@ -220,16 +249,15 @@ def sft(name, init, n, run, ctc, model_fn, cfg, device, ckpt_config, tokenizer, 
         return model.sft_loss_from_audio(*audio, [prompts[i] for i in idx], [targets[i] for i in idx])
 
     train_stage(name, model, sft_step, [len(f) for f in feats], cfg, device, ckpt_config, tokenizer, log, gen,
-                **schedule)
+                units=lambda idx: sum(len(targets[i]) for i in idx), **schedule)  # a mean over target tokens
 
 
 # ----------------------------------------------------------------------------- stage 2
 
-def grpo(model, tokenizer, examples, feats, prompts, cfg, gcfg, device, ckpt_config, log, setup_seconds=0.0):
-    """Stage 2. Each step runs five phases, each holding on the device only what it needs:
-    encode (the frozen encoder) -> rollout (G completions per utterance) -> reward ->
+def grpo(name, model, tokenizer, examples, feats, prompts, cfg, gcfg, device, ckpt_config, log, setup_seconds=0.0):
+    """Stage 2 into <out>/<name>. Each step runs five phases, each holding on the device only what it
+    needs: encode (the frozen encoder) -> rollout (G completions per utterance) -> reward ->
     reference (log-probs under the frozen SFT model) -> update (the projector and LLM)."""
-    name = rl_stage(gcfg)
     path = os.path.join(cfg.out, name)
     weights = task_rewards(cfg)
     model.encoder.requires_grad_(False)  # frozen, and run once per step for policy and reference alike
@@ -238,7 +266,7 @@ def grpo(model, tokenizer, examples, feats, prompts, cfg, gcfg, device, ckpt_con
     policy = torch.nn.ModuleDict({"projector": model.projector, "llm": model.llm})
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.rl_lr, betas=(0.9, 0.99), weight_decay=0.0)
     phases = Phases(device, {"encoder": model.encoder, "policy": policy, "reference": reference}, opt)
-    gen = torch.Generator(device).manual_seed(cfg.seed)
+    gen = torch.Generator(device).manual_seed(cfg.seed + 7919 * distributed.rank())  # torchrun: each rank its own
     step, cursor, elapsed, bad = 0, [0, 0], setup_seconds, 0  # elapsed: stage 1b gets as much time
     if cfg.resume and os.path.exists(os.path.join(path, "state.json")):
         state = load_checkpoint(path, model, opt)["state"]
@@ -254,8 +282,9 @@ def grpo(model, tokenizer, examples, feats, prompts, cfg, gcfg, device, ckpt_con
     batches = data.batches_forever([len(f) for f in feats], cursor, cfg.seed, batch_size=cfg.rl_batch // G)
     sampling = dict(temperature=gcfg.temperature, top_k=gcfg.top_k, top_p=gcfg.top_p, generator=gen)
     t0 = time.time() - elapsed
-    for step in tqdm(range(step, cfg.rl_steps), desc=name, initial=step, total=cfg.rl_steps):
-        idx = next(batches)
+    for step in tqdm(range(step, cfg.rl_steps), desc=name, initial=step, total=cfg.rl_steps,
+                     disable=not distributed.is_main()):
+        idx = distributed.shard(next(batches))  # torchrun: this rank's utterances of the step
         step_prompts = [prompts[i] for i in idx]
         phases.stats.clear()
         with phases("encode", "encoder"), torch.no_grad(), autocast(device):
@@ -277,11 +306,12 @@ def grpo(model, tokenizer, examples, feats, prompts, cfg, gcfg, device, ckpt_con
         row = {"stage": name, "step": step,
                **rollout_metrics(rewards, parts, tied, off_policy, rollout, lengths, truncated)}
         batch = keep_groups(tokens, lengths, mask, advantages, off_policy, keep, G)
-        if batch is not None:  # else no group in this step has anything to teach
-            inputs = (hidden[batch.prompts], hidden_lens[batch.prompts],
-                      [step_prompts[i] for i in batch.prompts.tolist()], batch.tokens, batch.lengths)
-            ref_logprobs = None
-            if gcfg.beta:
+        if distributed.any_true(batch is not None):  # else no group (on any rank) has anything to teach
+            ref_logprobs = inputs = None
+            if batch is not None:
+                inputs = (hidden[batch.prompts], hidden_lens[batch.prompts],
+                          [step_prompts[i] for i in batch.prompts.tolist()], batch.tokens, batch.lengths)
+            if gcfg.beta and batch is not None:
                 with phases("reference", "reference"), torch.no_grad():
                     ref_logprobs = reference.completion_logprobs(*inputs, gcfg.temperature)
             with phases("update", "policy", optimizer=True):
@@ -296,29 +326,40 @@ def grpo(model, tokenizer, examples, feats, prompts, cfg, gcfg, device, ckpt_con
             state = {"step": step + 1, "cursor": cursor, "done": step == cfg.rl_steps - 1,
                      "elapsed": time.time() - t0, "rollout_rng": gen.get_state().tolist()}
             save_checkpoint(path, model, ckpt_config, tokenizer, opt, state)
+    distributed.barrier()
 
 
 # ----------------------------------------------------------------------------- stage 1b, evaluation
 
-def sft_control(run, ctc, model_fn, gcfg, cfg, **common):
-    """Stage 1b, the control for stage 2: SFT goes on from stage 1 (its AdamW state, the final
-    lr) for a time budget, the wall time stage 2 took, on everything stage 2 saw."""
-    seconds = saved_state(cfg.out, rl_stage(gcfg))["elapsed"]
-    print(f"stage1b: SFT from stage1 for {seconds:.0f} s, the wall time stage 2 took, on {len(run.feats)} "
-          f"utterances (training set + RL hold-out)")
-    sft("stage1b", "stage1", len(run.feats), run, ctc, model_fn, cfg=cfg, **common, seconds=seconds,
+def sft_control(run, ctc, model_fn, gcfg, k, cfg, **common):
+    """Stage 1b, the control for stage 2 (replicate k): SFT goes on from stage 1 (its AdamW state,
+    the final lr) for a time budget, the wall time stage 2 took, on everything stage 2 saw."""
+    seconds = saved_state(cfg.out, rl_stage(gcfg, k))["elapsed"]
+    name = "stage1b" + seed_suffix(k)
+    print(f"{name}: SFT from stage1 for {seconds:.0f} s, the wall time {rl_stage(gcfg, k)} took, on "
+          f"{len(run.feats)} utterances (training set + RL hold-out)")
+    sft(name, "stage1", len(run.feats), run, ctc, model_fn, cfg=cfg, **common, seconds=seconds,
         lr_fn=lambda step: 0.1 * cfg.lr, init_opt=os.path.join(cfg.out, "stage1"))
 
 
 def evaluate(evals, cfg, device, log):
     """Every finished model on every eval split; the equal-time SFT control (if run) first, as
-    the baseline each other model's paired-bootstrap interval is taken against."""
-    models = [(name, os.path.join(cfg.out, stage)) for name, stage in
-              (("sft+", "stage1b"), ("sft", "stage1"), ("grpo", "stage2"), ("grpo-mixed", "stage2-mixed"))
-              if done(cfg.out, stage)]
+    the baseline each other model's paired-bootstrap interval is taken against. Replicates of
+    --seeds are "<method>@k"; where a method has several, seed_summary compares their means."""
+    replicates = {int(d.rsplit("seed", 1)[1]) for d in os.listdir(cfg.out) if re.fullmatch(r"stage\S+-seed\d+", d)}
+    methods = {}  # method -> [(model name, checkpoint)], replicate 0 first
+    for k in [0, *sorted(replicates)]:
+        for method, stage in (("sft+", "stage1b"), ("sft", "stage1"), ("grpo", "stage2"),
+                              ("grpo-mixed", "stage2-mixed")):
+            stage = stage if method == "sft" else stage + seed_suffix(k)
+            if (k == 0 or method != "sft") and done(cfg.out, stage):
+                methods.setdefault(method, []).append((method + (f"@{k}" if k else ""), os.path.join(cfg.out, stage)))
+    models = [model for group in methods.values() for model in group]
     if models:
-        evaluate_models(models, evals, device, cfg.eval_batch, cfg.eval_max_tokens, log, cfg.max_prompt_tokens,
-                        cfg.nbest, cfg.ctc_weight, int(cfg.window * FRAMES_PER_SECOND))
+        hyps = evaluate_models(models, evals, device, cfg.eval_batch, cfg.eval_max_tokens, log, cfg.max_prompt_tokens,
+                               cfg.nbest, cfg.ctc_weight, int(cfg.window * FRAMES_PER_SECOND))
+        if any(len(group) > 1 for group in methods.values()):
+            seed_summary({m: [name for name, _ in group] for m, group in methods.items()}, evals, hyps, log)
 
 
 # ----------------------------------------------------------------------------- main
@@ -329,9 +370,11 @@ def main(argv=None):
     stages = cfg.stages.split(",")
     enc_cfg = EncoderConfig(d_model=cfg.d_model, n_layer=cfg.enc_layers, dropout=cfg.dropout,
                             vocab_size=len(CTC_CHARS) + 1)
-    tokenizer, run = load_run_data(cfg, enc_cfg.max_frames)
-    llm_cfg = LLMConfig(vocab_size=tokenizer.vocab_size, n_layer=cfg.llm_layers, n_embd=cfg.n_embd,
-                        dropout=cfg.dropout, max_seq_len=640)
+    with distributed.main_first():  # rank 0 builds the corpus and feature cache and trains the tokenizer
+        tokenizer, run = load_run_data(cfg, enc_cfg.max_frames)
+    llm_cfg = pretrained_config(cfg.llm_init, tokenizer.vocab_size) if cfg.llm_init else \
+        LLMConfig(vocab_size=tokenizer.vocab_size, n_layer=cfg.llm_layers, n_embd=cfg.n_embd, dropout=cfg.dropout,
+                  max_seq_len=640)
     ckpt_config = {"train": asdict(cfg), "grpo": asdict(gcfg), "encoder": asdict(enc_cfg), "llm": asdict(llm_cfg),
                    "projector": {"stack": cfg.stack}}
 
@@ -346,19 +389,24 @@ def main(argv=None):
     if "1" in stages:
         sft("stage1", "stage0", len(run.train), run, ctc, new_speechlm, ckpt_config=ckpt_config, **common,
             steps=cfg.sft_steps)
-    if "2" in stages and cfg.resume and saved_state(cfg.out, rl_stage(gcfg)).get("step", 0) >= cfg.rl_steps:
-        print(f"{rl_stage(gcfg)}: already done, skipping")
-    elif "2" in stages:
-        model = new_speechlm()
-        load_checkpoint(os.path.join(cfg.out, "stage1"), model)
-        t_setup = time.time()  # RL data construction counts as stage-2 time
-        examples, feats, prompts = rl_examples(model, tokenizer, run, cfg, gcfg, device, enc_cfg.max_frames,
-                                                rl_stage(gcfg))
-        grpo(model, tokenizer, examples, feats, prompts, cfg, gcfg, device, ckpt_config, log, time.time() - t_setup)
-    if "1b" in stages:
-        sft_control(run, ctc, new_speechlm, gcfg, ckpt_config=ckpt_config, **common)
-    if cfg.evaluate:
+    for k in range(cfg.seeds):  # replicate k of stages 2 and 1b: rollouts, RL data and batch order from seed + k
+        kcfg = replace(cfg, seed=cfg.seed + k)
+        name = rl_stage(gcfg, k)
+        if "2" in stages and cfg.resume and saved_state(cfg.out, name).get("step", 0) >= cfg.rl_steps:
+            print(f"{name}: already done, skipping")
+        elif "2" in stages:
+            model = new_speechlm()
+            load_checkpoint(os.path.join(cfg.out, "stage1"), model)
+            t_setup = time.time()  # RL data construction counts as stage-2 time
+            examples, feats, prompts = rl_examples(model, tokenizer, run, kcfg, gcfg, device, enc_cfg.max_frames, name)
+            grpo(name, model, tokenizer, examples, feats, prompts, kcfg, gcfg, device, ckpt_config, log,
+                 time.time() - t_setup)
+        if "1b" in stages:
+            gen_k = gen if k == 0 else torch.Generator().manual_seed(kcfg.seed)
+            sft_control(run, ctc, new_speechlm, gcfg, k, ckpt_config=ckpt_config, **{**common, "cfg": kcfg, "gen": gen_k})
+    if cfg.evaluate and distributed.is_main():
         evaluate(run.evals, cfg, device, log)
+    distributed.teardown()
 
 
 if __name__ == "__main__":

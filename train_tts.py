@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 import torch
 from tqdm import tqdm
 
-from nanospeechrl import data
+from nanospeechrl import data, distributed
 from nanospeechrl.audio import AudioError
 from nanospeechrl.checkpoint import done, load_checkpoint, read_config, restore_rng, save_checkpoint, saved_state
 from nanospeechrl.cli import add_config_flags, build_configs, start_run
@@ -149,6 +149,8 @@ def parse_args(argv=None):
         parser.error(f"--stages {cfg.stages!r}: choose from {', '.join(STAGES)} (comma-separated)")
     if cfg.rl not in RL_METHODS:
         parser.error(f"--rl {cfg.rl!r}: choose from {', '.join(RL_METHODS)}")
+    if "rl" in stages and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        parser.error("TTS RL runs in one process: under torchrun run the supervised stages, then --stages rl alone")
     if "rl" in stages and (cfg.rl_batch % gcfg.num_generations or gcfg.off_policy != "none"):
         parser.error(f"--rl-batch {cfg.rl_batch} must be a multiple of --num-generations {gcfg.num_generations} "
                      f"(each text needs a whole group), and TTS RL has no --off-policy reference rows")
@@ -389,12 +391,14 @@ def main(argv=None):
     cfg, gcfg = parse_args(argv)
     device, log = start_run(cfg, gcfg)
     stages, path = cfg.stages.split(","), lambda stage: os.path.join(cfg.out, stage)  # noqa: E731
-    run = load_tts_data(cfg)
-    if os.path.exists(path("tokenizer.json")) and (cfg.resume or "tokenizer" not in stages):
-        tokenizer = Tokenizer.load(path("tokenizer.json"))
-    else:
-        tokenizer = Tokenizer.train([ex.text for ex in run.train], vocab_size=cfg.vocab_size)
-        tokenizer.save(path("tokenizer.json"))
+    with distributed.main_first():  # torchrun: rank 0 builds the corpus and trains the text tokenizer
+        run = load_tts_data(cfg)
+        if os.path.exists(path("tokenizer.json")) and (cfg.resume or "tokenizer" not in stages or
+                                                       not distributed.is_main()):
+            tokenizer = Tokenizer.load(path("tokenizer.json"))
+        else:
+            tokenizer = Tokenizer.train([ex.text for ex in run.train], vocab_size=cfg.vocab_size)
+            tokenizer.save(path("tokenizer.json"))
     gen = torch.Generator().manual_seed(cfg.seed)
     common = dict(cfg=cfg, device=device, tokenizer=tokenizer, log=log, gen=gen)
     if "tokenizer" in stages:
@@ -432,10 +436,11 @@ def main(argv=None):
         print(f"lm-control: LM SFT from lm for {seconds:.0f} s, the wall time rl-{cfg.rl} took")
         train_lm("lm-control", run, tokens, n_codes=n_codes, seconds=seconds, lr_fn=lambda step: 0.1 * cfg.lr,
                  init_opt=path("lm"), **common)
-    if cfg.evaluate:
+    if cfg.evaluate and distributed.is_main():
         models = [(name, path(stage)) for name, stage in [("SFT", "lm"), ("SFT continued", "lm-control")] +
                   [(method, f"rl-{method}") for method in RL_METHODS] if done(cfg.out, stage)]
         evaluate_run(run, cfg, device, log, models, baseline="SFT continued" if done(cfg.out, "lm-control") else None)
+    distributed.teardown()
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ per-phase timings it logged. The first step is dropped (warm-up).
     python bench/grpo.py                      # after python train_asr.py
     python bench/grpo.py --run out/asr --steps 6 --num-generations 8
 
-Prints seconds per phase, each phase's share of the step, and the rollout speed; the last
-line is rollout tokens/s as a number.
+Then stage 1b (SFT continued for the same wall time) times SFT steps on the same machine in
+the same run. Prints seconds per phase, each phase's share of the step, the step's cost in SFT
+steps, and the rollout speed; the last line is rollout tokens/s as a number.
 """
 import argparse
 import json
@@ -37,11 +38,12 @@ def main():
         os.makedirs(out)
         shutil.copytree(os.path.join(run, "stage1"), os.path.join(out, "stage1"))
         shutil.copy(os.path.join(run, "tokenizer.json"), out)
-        subprocess.run([sys.executable, os.path.join(ROOT, "train_asr.py"), "--stages", "2", "--out", out,
-                        "--no-evaluate", "--rl-steps", str(args.steps), "--data", config["data"],
+        subprocess.run([sys.executable, os.path.join(ROOT, "train_asr.py"), "--stages", "2,1b", "--out", out,
+                        "--no-evaluate", "--rl-steps", str(args.steps), "--log-every", "1", "--data", config["data"],
                         "--n-train", str(config["n_train"]), *extra], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         rows = [json.loads(line) for line in open(os.path.join(out, "metrics.jsonl"))]
         used = json.load(open(os.path.join(out, "stage2", "config.json")))
+    sft = [r for r in rows if r.get("stage") == "stage1b"]
     rows = [r for r in rows if r.get("stage") == "stage2"][1:]
     if not rows:
         sys.exit("no stage-2 steps after the warm-up one: use --steps 2 or more")
@@ -54,7 +56,9 @@ def main():
     for p in PHASES:
         t = sum(r.get(f"time/{p}", 0) for r in rows) / len(rows)
         print(f"  {p:10s} {t:7.3f} s  {100 * t / total:5.1f}%")
-    print(f"  {'step':10s} {total:7.3f} s")
+    sft_step = (sft[-1]["time"] - sft[0]["time"]) / max(1, sft[-1]["step"] - sft[0]["step"])
+    print(f"  {'step':10s} {total:7.3f} s = {total / sft_step:.1f} SFT steps of {sft_step:.3f} s (stage 1b, "
+          f"{train['batch_frames']} frames a batch)")
     tokens = sum(r["completions/mean_length"] * sampled_rows for r in rows)
     print("rollout tokens/s (sampled completion tokens / rollout phase time):")
     print(f"{tokens / sum(r['time/rollout'] for r in rows):.1f}")

@@ -22,6 +22,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from nanospeechrl import distributed
+
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -91,8 +93,11 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, file: Path, device):
 
 def save_checkpoint(path, model: torch.nn.Module, config: dict, tokenizer=None,
                     optimizer=None, state: dict | None = None) -> Path:
-    """Atomically write a checkpoint dir. `state` gets an "rng" entry with capture_rng()."""
+    """Atomically write a checkpoint dir. `state` gets an "rng" entry with capture_rng().
+    Under torchrun only rank 0 writes (the weights are the same on every rank)."""
     path = Path(path)
+    if not distributed.is_main():
+        return path
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a killed save
         shutil.rmtree(stale, ignore_errors=True)

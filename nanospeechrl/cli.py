@@ -17,7 +17,7 @@ from dataclasses import asdict, fields
 
 import torch
 
-from nanospeechrl import devices
+from nanospeechrl import devices, distributed
 
 _FIELD = re.compile(r"\s+(\w+)\s*:[^=#]*=[^#]*#\s*(.*)$")  # "    name: type = default  # comment"
 
@@ -49,20 +49,24 @@ def build_configs(values, *classes):
 
 
 def start_run(cfg, *configs):
-    """Seeds, device, precision and <cfg.out>/metrics.jsonl for a training run -> (device, log):
-    log(row) appends one JSON object a line, flushed, so a killed run keeps every row it logged."""
-    torch.manual_seed(cfg.seed)
+    """Seeds, device (joining torchrun's process group if there is one), precision and
+    <cfg.out>/metrics.jsonl for a training run -> (device, log): log(row) appends one JSON object
+    a line, flushed, so a killed run keeps every row it logged (rank 0's rows under torchrun)."""
+    torch.manual_seed(cfg.seed)  # the same on every rank: the same initial weights
     random.seed(cfg.seed)
-    device = devices.pick_device(cfg.device)
+    device = distributed.setup(devices.pick_device(cfg.device))
     devices.BF16 = cfg.bf16
     os.makedirs(cfg.out, exist_ok=True)
-    metrics = open(os.path.join(cfg.out, "metrics.jsonl"), "a")
+    metrics = open(os.path.join(cfg.out, "metrics.jsonl"), "a") if distributed.is_main() else None
 
     def log(row):
-        metrics.write(json.dumps(row) + "\n")
-        metrics.flush()
+        if metrics:
+            metrics.write(json.dumps(row) + "\n")
+            metrics.flush()
 
     precision = "bf16 autocast" if devices.uses_bf16(device) else "fp32"
+    if distributed.world_size() > 1:
+        print(f"rank {distributed.rank()} of {distributed.world_size()} (torchrun)")
     print(f"device {device} ({precision}), " + ", ".join(f"{type(c).__name__} {json.dumps(asdict(c))}"
                                                          for c in (cfg, *configs)))
     return device, log

@@ -27,6 +27,8 @@ from typing import NamedTuple
 
 import torch
 
+from nanospeechrl import distributed
+
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 SCALE_REWARDS = ("group", "batch", "none")
 OFF_POLICY = ("none", "reference")
@@ -192,9 +194,11 @@ def safe_step(loss_fn, parameters, optimizer, iterations=1):
     parameters = list(parameters)
     for it in range(iterations):
         loss, metrics = loss_fn(it)
-        if not torch.isfinite(loss):
+        if not distributed.all_true(torch.isfinite(loss)):  # under torchrun: skipped on every rank alike
             return None
-        loss.backward()
+        if loss.requires_grad:  # (not on a torchrun rank with nothing to learn this step)
+            loss.backward()
+        distributed.sync_grads(parameters)
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         if torch.isfinite(grad_norm):
             optimizer.step()
@@ -208,14 +212,21 @@ def grpo_update(logprobs_fn, parameters, optimizer, batch, ref_logprobs, cfg):
     """cfg.num_iterations clipped policy-gradient steps on one batch of Completions.
     logprobs_fn() -> (N, L) float log-probs of batch.tokens under the current policy,
     differentiable (the model's forward). The first iteration's values are pi_old.
-    Returns metrics, or None when a loss or gradient is not finite (that update is skipped)."""
+    Returns metrics, or None when a loss or gradient is not finite (that update is skipped).
+    Under torchrun each rank's loss is its share of the mean over all ranks' completions, and a
+    rank with nothing to learn this step passes batch None and still takes part in the sums."""
     old = []
 
     def loss_fn(it):
+        if batch is None:
+            return distributed.share(torch.zeros(()), 0), {}
         logp = logprobs_fn()
         if it == 0:
             old.append(logp.detach())  # pi_old: the policy that sampled, before this batch's updates
-        return policy_loss(logp, old[0], ref_logprobs, batch.advantages, batch.mask, cfg, batch.off_policy)
+        loss, metrics = policy_loss(logp, old[0], ref_logprobs, batch.advantages, batch.mask, cfg, batch.off_policy)
+        # the unit of the loss's mean: tokens (bnpo, dapo) or completions (grpo, dr_grpo)
+        units = batch.mask.sum().item() if cfg.loss_type in ("bnpo", "dapo") else batch.mask.shape[0]
+        return distributed.share(loss, units), metrics
 
     return safe_step(loss_fn, parameters, optimizer, cfg.num_iterations)
 

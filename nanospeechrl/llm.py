@@ -31,6 +31,9 @@ class LLMConfig:
     dropout: float = 0.0  # dropout on attention probabilities and residual branches (training only)
     tie_embeddings: bool = True  # the output head reuses the input embedding matrix
     rope_theta: float = 10000.0  # RoPE base; larger = slower-rotating, longer-range frequencies
+    mlp_hidden: int = 0  # SwiGLU hidden width; 0: ~8/3 n_embd rounded up to a multiple of 32
+    norm_eps: float = 1e-6  # RMSNorm epsilon
+    qkv_bias: bool = False  # biases on the query/key/value projections (Qwen2 has them)
 
 
 class KVCache:
@@ -47,6 +50,7 @@ class KVCache:
         self.v = torch.zeros(shape, device=device, dtype=dtype)
         self.pad = torch.zeros(batch_size, dtype=torch.long, device=device) if pad is None else pad.to(device)
         self.pos = 0
+        self.fused = self.bias = None  # LLM.decode_step's fused weights and padding bias, made on first use
 
     def update(self, layer, k, v):
         """Write k, v (B, n_kv_head, T, head_dim) at slots [pos, pos + T); return slots [0, pos + T)."""
@@ -61,7 +65,29 @@ class KVCache:
         """A new cache with each row repeated n times (row b -> rows b*n .. b*n+n-1): group rollouts."""
         new = KVCache.__new__(KVCache)
         new.k, new.v = self.k.repeat_interleave(n, dim=1), self.v.repeat_interleave(n, dim=1)
-        new.pad, new.pos = self.pad.repeat_interleave(n), self.pos
+        new.pad, new.pos, new.fused, new.bias = self.pad.repeat_interleave(n), self.pos, None, None
+        return new
+
+
+class PrefixCache:
+    """KVCache's differentiable twin for training: each layer's keys and values are concatenated,
+    not written in place, so gradients flow through them. A prompt runs once and its keys and
+    values are shared by its G completions (repeat_interleave), as in the sampler's rollouts."""
+
+    def __init__(self, pad):
+        self.k, self.v, self.pad, self.pos = {}, {}, pad, 0
+
+    def update(self, layer, k, v):
+        if layer in self.k:
+            k, v = torch.cat([self.k[layer], k], dim=2), torch.cat([self.v[layer], v], dim=2)
+        self.k[layer], self.v[layer] = k, v
+        return k, v
+
+    def repeat_interleave(self, n):
+        new = PrefixCache(self.pad.repeat_interleave(n))
+        new.k = {i: k.repeat_interleave(n, dim=0) for i, k in self.k.items()}
+        new.v = {i: v.repeat_interleave(n, dim=0) for i, v in self.v.items()}
+        new.pos = self.pos
         return new
 
 
@@ -115,9 +141,9 @@ class Attention(nn.Module):
                              f"and n_head by n_kv_head ({config.n_kv_head})")
         self.layer_idx, self.n_head, self.n_kv_head = layer_idx, config.n_head, config.n_kv_head
         self.head_dim, self.dropout = config.n_embd // config.n_head, config.dropout
-        self.wq = nn.Linear(config.n_embd, config.n_head * self.head_dim, bias=False)
-        self.wk = nn.Linear(config.n_embd, config.n_kv_head * self.head_dim, bias=False)
-        self.wv = nn.Linear(config.n_embd, config.n_kv_head * self.head_dim, bias=False)
+        self.wq = nn.Linear(config.n_embd, config.n_head * self.head_dim, bias=config.qkv_bias)
+        self.wk = nn.Linear(config.n_embd, config.n_kv_head * self.head_dim, bias=config.qkv_bias)
+        self.wv = nn.Linear(config.n_embd, config.n_kv_head * self.head_dim, bias=config.qkv_bias)
         self.wo = nn.Linear(config.n_embd, config.n_embd, bias=False)
 
     def forward(self, x, cos, sin, mask, kv_cache):
@@ -137,7 +163,8 @@ class Attention(nn.Module):
 class SwiGLU(nn.Module):
     def __init__(self, config):
         super().__init__()
-        hidden = (8 * config.n_embd // 3 + 31) // 32 * 32  # ~8/3 width keeps params equal to a 4x GELU MLP
+        # ~8/3 width keeps params equal to a 4x GELU MLP
+        hidden = config.mlp_hidden or (8 * config.n_embd // 3 + 31) // 32 * 32
         self.gate = nn.Linear(config.n_embd, hidden, bias=False)
         self.up = nn.Linear(config.n_embd, hidden, bias=False)
         self.down = nn.Linear(hidden, config.n_embd, bias=False)
@@ -149,7 +176,7 @@ class SwiGLU(nn.Module):
 class Block(nn.Module):
     def __init__(self, config, layer_idx):
         super().__init__()
-        self.norm1, self.norm2 = nn.RMSNorm(config.n_embd, eps=1e-6), nn.RMSNorm(config.n_embd, eps=1e-6)
+        self.norm1, self.norm2 = nn.RMSNorm(config.n_embd, config.norm_eps), nn.RMSNorm(config.n_embd, config.norm_eps)
         self.attn, self.mlp = Attention(config, layer_idx), SwiGLU(config)
         self.drop = nn.Dropout(config.dropout)
 
@@ -164,7 +191,7 @@ class LLM(nn.Module):
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
-        self.norm = nn.RMSNorm(config.n_embd, eps=1e-6)
+        self.norm = nn.RMSNorm(config.n_embd, config.norm_eps)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
             self.lm_head.weight = self.wte.weight  # one Parameter, two uses
@@ -176,6 +203,53 @@ class LLM(nn.Module):
             if p.dim() == 2:  # residual-branch outputs scaled down so the residual stream starts ~unit size
                 std = 0.02 / (2 * config.n_layer) ** 0.5 if name.endswith(("wo.weight", "down.weight")) else 0.02
                 nn.init.normal_(p, std=std)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
+
+    @classmethod
+    def from_pretrained(cls, directory, dtype=torch.float32):
+        """A Llama- or Qwen2-family HuggingFace checkpoint directory -> LLM (pretrained.py)."""
+        from nanospeechrl.pretrained import from_pretrained
+        return from_pretrained(directory, dtype)
+
+    @torch.no_grad()
+    def decode_step(self, token, cache):
+        """One new token per row -> logits (B, vocab): what forward(idx=token[:, None], kv_cache=cache)
+        computes (tests/test_sampler.py holds it to that), in fewer, larger operations for the
+        sampler's inner loop: q, k, v (and gate, up) in one matmul each from weights fused once
+        per cache, RoPE on q and k together, and attention written out for a single query, with
+        padding hidden by an additive bias kept in the cache instead of a mask built every step."""
+        c, B, pos = self.config, token.shape[0], cache.pos
+        if pos + 1 > min(c.max_seq_len, cache.k.shape[3]):
+            raise ValueError(f"sequence of {pos + 1} slots exceeds max_seq_len {c.max_seq_len} or the cache")
+        if cache.fused is None:  # (w_qkv, b_qkv, w_gate_up) per block, and the padding bias (B, 1, 1, max_len)
+            cache.fused = [(torch.cat([b.attn.wq.weight, b.attn.wk.weight, b.attn.wv.weight]),
+                            torch.cat([b.attn.wq.bias, b.attn.wk.bias, b.attn.wv.bias]) if c.qkv_bias else None,
+                            torch.cat([b.mlp.gate.weight, b.mlp.up.weight])) for b in self.blocks]
+            slots = torch.arange(cache.k.shape[3], device=token.device)
+            padding = (slots[None] < cache.pad[:, None])[:, None, None]  # (B, 1, 1, max_len)
+            cache.bias = torch.zeros(padding.shape, dtype=cache.k.dtype, device=token.device).masked_fill(
+                padding, float("-inf"))
+        H, Hkv, hd = c.n_head, c.n_kv_head, c.n_embd // c.n_head
+        position = pos - cache.pad  # (B,) RoPE position of the new token
+        cos, sin = self.rope_cos[position][:, None], self.rope_sin[position][:, None]  # (B, 1, hd/2)
+        bias = cache.bias[..., :pos + 1]
+        x = self.wte(token)  # (B, D)
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        for i, (block, (w_qkv, b_qkv, w_gate_up)) in enumerate(zip(self.blocks, cache.fused)):
+            qkv = F.linear(F.rms_norm(x, (c.n_embd,), block.norm1.weight, c.norm_eps), w_qkv, b_qkv)
+            qk = apply_rope(qkv[:, :(H + Hkv) * hd].view(B, H + Hkv, hd), cos, sin)
+            cache.k[i, :, :, pos] = qk[:, H:]
+            cache.v[i, :, :, pos] = qkv[:, (H + Hkv) * hd:].view(B, Hkv, hd)
+            k, v = cache.k[i, :, :, :pos + 1], cache.v[i, :, :, :pos + 1]  # (B, Hkv, S, hd)
+            q = qk[:, :H].reshape(B, Hkv, H // Hkv, hd).to(k.dtype)  # query head h reads kv head h // (H / Hkv)
+            with torch.autocast(x.device.type, enabled=False):  # in the cache's dtype, as forward's sdpa
+                attn = ((q @ k.transpose(-1, -2)) * hd ** -0.5 + bias).softmax(dim=-1) @ v  # (B, Hkv, H/Hkv, hd)
+            x = x + block.attn.wo(attn.reshape(B, c.n_embd))
+            gate, up = F.linear(F.rms_norm(x, (c.n_embd,), block.norm2.weight, c.norm_eps), w_gate_up).chunk(2, -1)
+            x = x + block.mlp.down(F.silu(gate) * up)
+        cache.pos += 1
+        return self.head(x)
 
     def embed(self, idx):
         """Token ids (B, T) -> input embeddings (B, T, D)."""
@@ -207,4 +281,8 @@ class LLM(nn.Module):
             x = block(x, cos.to(x.dtype), sin.to(x.dtype), mask, kv_cache)
         if kv_cache is not None:
             kv_cache.pos += T
-        return self.lm_head(self.norm(x))  # (B, T, vocab)
+        return self.head(x)  # (B, T, vocab)
+
+    def head(self, x):
+        """The last hidden states -> logits: final norm, then the output layer."""
+        return self.lm_head(self.norm(x))

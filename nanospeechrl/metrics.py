@@ -4,9 +4,8 @@ substitution, deletion and insertion counts (jiwer) and looping outputs; corpus 
 (sacrebleu) and exact match; paired-bootstrap intervals for the WER or BLEU difference
 between two systems on the same items.
 """
-import random
-
 import jiwer
+import numpy as np
 import sacrebleu
 from sacrebleu.metrics import BLEU
 
@@ -49,46 +48,54 @@ def text_scores(refs, hyps):
 
 
 def bleu_stats(refs, hyps):
-    """Per-sentence BLEU sufficient statistics (n-gram matches, n-gram totals, lengths), so a
-    resample's corpus BLEU is a sum, not a rescoring."""
+    """Per-sentence BLEU sufficient statistics, an (items, 10) array of n-gram matches (4),
+    n-gram totals (4), hypothesis and reference lengths, so a resample's corpus BLEU is a sum."""
     out = []
     for r, h in zip(refs, hyps):
         s = sacrebleu.sentence_bleu(normalize(h), [normalize(r)])
-        out.append((s.counts, s.totals, s.sys_len, s.ref_len))
-    return out
+        out.append([*s.counts, *s.totals, s.sys_len, s.ref_len])
+    return np.array(out, dtype=np.int64).reshape(len(out), 10)
 
 
 def corpus_bleu_from(stats, idx):
     """Corpus BLEU (as sacrebleu.corpus_bleu) of the sentences idx, from bleu_stats."""
-    pick = [stats[i] for i in idx]
-    counts = [sum(s[0][n] for s in pick) for n in range(4)]
-    totals = [sum(s[1][n] for s in pick) for n in range(4)]
-    return BLEU.compute_bleu(counts, totals, sum(s[2] for s in pick), sum(s[3] for s in pick),
-                             smooth_method="exp").score
+    c = stats[np.asarray(idx, dtype=np.int64)].sum(0).tolist()
+    return BLEU.compute_bleu(c[:4], c[4:8], c[8], c[9], smooth_method="exp").score
 
 
 def bootstrap_diff(metric, n, n_resamples=2000, seed=0):
     """metric(indices) -> the difference of two systems on those items; returns the
     difference on all n items and its paired-bootstrap 95% interval (resampling items with
     replacement): (diff, low, high)."""
-    rng = random.Random(seed)
-    stats = sorted(metric([rng.randrange(n) for _ in range(n)]) for _ in range(n_resamples))
-    return metric(range(n)), stats[int(0.025 * n_resamples)], stats[int(0.975 * n_resamples) - 1]
+    rng = np.random.default_rng(seed)
+    stats = sorted(metric(rng.integers(0, n, n)) for _ in range(n_resamples))
+    return metric(np.arange(n)), stats[int(0.025 * n_resamples)], stats[int(0.975 * n_resamples) - 1]
+
+
+def _systems(hyps):
+    """One system's hypotheses (a list of str) or several systems' (seeds): a list of systems."""
+    return [hyps] if isinstance(hyps[0], str) else hyps
 
 
 def bootstrap_wer_diff(refs, hyps_a, hyps_b, n_resamples=2000, seed=0, unit="word"):
-    """WER(b) - WER(a) (unit="char": CER) and its 95% interval. Negative: b makes fewer errors."""
-    a, b = word_errors(refs, hyps_a, unit), word_errors(refs, hyps_b, unit)
+    """WER(b) - WER(a) (unit="char": CER) and its 95% interval. Negative: b makes fewer errors.
+    hyps_a, hyps_b: one system each, or each a list of systems (seeds): their mean WERs."""
+    errors = [[np.array(word_errors(refs, h, unit)) for h in _systems(hyps)] for hyps in (hyps_a, hyps_b)]
 
-    def diff(idx):
-        words = sum(a[i][1] for i in idx)
-        return (sum(b[i][0] for i in idx) - sum(a[i][0] for i in idx)) / max(1, words)
+    def mean_wer(systems, idx):
+        return sum(e[idx, 0].sum() for e in systems) / len(systems) / max(1, systems[0][idx, 1].sum())
 
-    return bootstrap_diff(diff, len(refs), n_resamples, seed)
+    return bootstrap_diff(lambda idx: mean_wer(errors[1], idx) - mean_wer(errors[0], idx), len(refs), n_resamples,
+                          seed)
 
 
 def bootstrap_bleu_diff(refs, hyps_a, hyps_b, n_resamples=1000, seed=0):
-    """BLEU(b) - BLEU(a) (corpus BLEU points) and its 95% interval. Positive: b is better."""
-    a, b = bleu_stats(refs, hyps_a), bleu_stats(refs, hyps_b)
-    return bootstrap_diff(lambda idx: corpus_bleu_from(b, idx) - corpus_bleu_from(a, idx), len(refs),
-                          n_resamples, seed)
+    """BLEU(b) - BLEU(a) (corpus BLEU points) and its 95% interval. Positive: b is better.
+    hyps_a, hyps_b: one system each, or each a list of systems (seeds): their mean BLEUs."""
+    stats = [[bleu_stats(refs, h) for h in _systems(hyps)] for hyps in (hyps_a, hyps_b)]
+
+    def mean_bleu(systems, idx):
+        return sum(corpus_bleu_from(s, idx) for s in systems) / len(systems)
+
+    return bootstrap_diff(lambda idx: mean_bleu(stats[1], idx) - mean_bleu(stats[0], idx), len(refs), n_resamples,
+                          seed)

@@ -95,7 +95,13 @@ def bleu(hyps, refs, **fields):
     return [sacrebleu.sentence_bleu(normalize(h), [normalize(r)]).score / 100 for h, r in zip(hyps, refs)]
 
 
-REWARDS = {"wer": wer, "cer": cer, "hallucination": hallucination, "keyword": keyword, "bleu": bleu}
+def chrf(hyps, refs, **fields):
+    """sacrebleu sentence chrF / 100 on normalised text: character n-grams, so a near-miss word
+    (a wrong inflection, a misheard name) earns partial credit where BLEU's word n-grams give none."""
+    return [sacrebleu.sentence_chrf(normalize(h), [normalize(r)]).score / 100 for h, r in zip(hyps, refs)]
+
+
+REWARDS = {"wer": wer, "cer": cer, "hallucination": hallucination, "keyword": keyword, "bleu": bleu, "chrf": chrf}
 TASK_REWARDS = {"asr": "wer:1,hallucination:1", "sqa": "bleu:1", "ast": "bleu:1"}  # when --reward is not given
 
 

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from nanospeechrl.llm import KVCache
+from nanospeechrl.llm import KVCache, PrefixCache
 
 
 class Rollout(NamedTuple):
@@ -67,13 +67,16 @@ def filter_logits(logits, top_k=0, top_p=1.0):
 def sample_next(logits, temperature=1.0, top_k=0, top_p=1.0, generator=None):
     """One token per row from logits (N, V) -> tokens (N,), log-probs (N,) under log_softmax(logits / T)."""
     logits = logits.float()
+    if temperature:
+        logits = logits / temperature
+    log_z = logits.logsumexp(dim=-1, keepdim=True)  # (N, 1): log-probs are logits - log_z
     if temperature == 0:  # greedy
         token = logits.argmax(dim=-1)
-    else:
-        logits = logits / temperature
-        probs = filter_logits(logits, top_k, top_p).softmax(dim=-1)
-        token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-    logprob = logits.log_softmax(dim=-1).gather(-1, token[:, None]).squeeze(-1)
+    else:  # inverse-CDF sampling: one uniform number per row (torch.multinomial draws one per token)
+        cdf = (filter_logits(logits, top_k, top_p) - log_z).exp().cumsum(dim=-1)  # unnormalised if filtered
+        u = torch.rand(cdf.shape[0], 1, generator=generator, device=cdf.device) * cdf[:, -1:]
+        token = (cdf < u).sum(dim=-1).clamp(max=cdf.shape[-1] - 1)  # the first token whose cdf reaches u
+    logprob = (logits.gather(-1, token[:, None]) - log_z).squeeze(-1)
     return token, logprob
 
 
@@ -122,7 +125,7 @@ def generate(model, prompt_embeds, prompt_lengths=None, max_new_tokens=64, tempe
             if done.all():
                 break
         if step + 1 < max_new_tokens:
-            logits = model(idx=token[:, None], kv_cache=cache)[:, -1]  # (B*G, V)
+            logits = model.decode_step(token, cache)  # (B*G, V)
     return finish_rollout(tokens, logprobs, max_new_tokens, eos_id)
 
 
@@ -150,22 +153,46 @@ def generate_naive(model, prompt_embeds, prompt_lengths=None, max_new_tokens=64,
 
 def sequence_logprobs(model, prompt_embeds, prompt_lengths, completion_tokens, completion_lengths,
                       temperature=1.0):
-    """Per-token log-probs of given completions in one teacher-forced forward (differentiable).
+    """Per-token log-probs of given completions, teacher-forced (differentiable).
 
     completion_tokens (N, L) with N = B * G, row b*G+g continuing prompt b (the Rollout
     layout); completion_lengths (N,). Returns (N, L) log_softmax(logits / temperature) at
-    each token, 0 past each row's length.
+    each token, 0 past each row's length. Each prompt runs once and its keys and values are
+    shared by its G completions (llm.PrefixCache), as in generate(): with audio prompts several
+    times longer than the completions, most of the work of running every row whole
+    (sequence_logprobs_naive, the twin the tests hold this to).
     """
+    embeds, pad = left_pad(prompt_embeds, prompt_lengths)  # (B, T, D), (B,)
+    B, N, L = embeds.shape[0], *completion_tokens.shape
+    if N % B:
+        raise ValueError(f"sequence_logprobs: {N} completions do not split into groups over {B} prompts")
+    cache = PrefixCache(pad)
+    first = model(embeds=embeds.to(model.wte.weight.dtype), kv_cache=cache)[:, -1:]  # (B, 1, V): predicts token 0
+    logits = first.repeat_interleave(N // B, dim=0)
+    if L > 1:  # the rest: each completion's tokens after its prompt's shared keys and values
+        logits = torch.cat([logits, model(idx=completion_tokens[:, :-1], kv_cache=cache.repeat_interleave(N // B))],
+                           dim=1)
+    return _token_logprobs(logits, completion_tokens, completion_lengths, temperature)
+
+
+def sequence_logprobs_naive(model, prompt_embeds, prompt_lengths, completion_tokens, completion_lengths,
+                            temperature=1.0):
+    """sequence_logprobs running every row whole (prompt copied G times). Reference only."""
     embeds, pad = left_pad(prompt_embeds, prompt_lengths)  # (B, T, D), (B,)
     B, T, _ = embeds.shape
     N, L = completion_tokens.shape
-    if N % B:
-        raise ValueError(f"sequence_logprobs: {N} completions do not split into groups over {B} prompts")
     embeds, pad = embeds.repeat_interleave(N // B, dim=0), pad.repeat_interleave(N // B)
     x = torch.cat([embeds.to(model.wte.weight.dtype), model.embed(completion_tokens[:, :-1])], dim=1)
-    logits = model(embeds=x, pad=pad)[:, T - 1:].float()  # (N, L, V): slot T-1+i predicts token i
+    logits = model(embeds=x, pad=pad)[:, T - 1:]  # (N, L, V): slot T-1+i predicts token i
+    return _token_logprobs(logits, completion_tokens, completion_lengths, temperature)
+
+
+def _token_logprobs(logits, tokens, lengths, temperature):
+    """(N, L, V) logits -> (N, L) log-probs of tokens at the temperature, 0 past each row's length."""
+    N, L = tokens.shape
+    logits = logits.float()
     if temperature > 0:
         logits = logits / temperature
-    logprobs = -F.cross_entropy(logits.flatten(0, 1), completion_tokens.flatten(), reduction="none").view(N, L)
-    keep = torch.arange(L, device=logprobs.device)[None] < completion_lengths.to(logprobs.device)[:, None]
+    logprobs = -F.cross_entropy(logits.flatten(0, 1), tokens.flatten(), reduction="none").view(N, L)
+    keep = torch.arange(L, device=logprobs.device)[None] < lengths.to(logprobs.device)[:, None]
     return logprobs * keep

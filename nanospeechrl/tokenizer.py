@@ -50,6 +50,14 @@ class Tokenizer:
             raise FileNotFoundError(f"tokenizer file not found: {path}")
         return cls(HFTokenizer.from_file(str(path)))
 
+    @classmethod
+    def from_pretrained(cls, directory) -> "Tokenizer":
+        """A pretrained model's tokenizer.json with our special tokens (task tokens, <eos>, ...)
+        added after its vocabulary where it lacks them: they keep their names, not ids 0..7."""
+        hf = cls.load(directory).hf
+        hf.add_special_tokens([t for t in SPECIAL_TOKENS if hf.token_to_id(t) is None])
+        return cls(hf)
+
     def save(self, path) -> Path:
         """Write tokenizer.json to `path` (a directory or a .json file path)."""
         path = Path(path)

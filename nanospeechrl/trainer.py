@@ -8,7 +8,8 @@ steps. It runs a number of steps, or for a time budget (an equal-time control). 
 cfg.resume it continues exactly where a killed run stopped: model, optimizer, data cursor,
 RNGs and the augmentation generator all come back from the checkpoint.
 `cfg` is the script's config: any object with out, lr, resume, seed, batch_frames,
-log_every and ckpt_every.
+log_every and ckpt_every. Under torchrun each rank trains on its shard of every batch and the
+gradients are summed over ranks (distributed.py); the loss logged is rank 0's.
 """
 import itertools
 import math
@@ -18,6 +19,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from nanospeechrl import distributed
 from nanospeechrl.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from nanospeechrl.data import batches_forever
 from nanospeechrl.devices import autocast
@@ -32,13 +34,15 @@ def lr_at(step, total, peak):
 
 
 def train_stage(name, model, loss_fn, lengths, cfg, device, ckpt_config, tokenizer, log, gen, steps=None,
-                seconds=None, lr_fn=None, init_opt=None, batch_frames=None):
+                seconds=None, lr_fn=None, init_opt=None, batch_frames=None, units=len):
     """Train `model` on loss_fn(batch indices) for `steps` steps, or for `seconds` of training
     time (then lr_fn is required: a schedule over an unknown number of steps), checkpointing
     to <cfg.out>/<name>. lengths: each item's length in frames, for batching. gen: the
     augmentation generator, saved with the checkpoint so a resumed run continues exactly.
     init_opt: a checkpoint whose optimizer state (AdamW moments) a fresh start continues from.
-    batch_frames: the padded length budget of a batch (default cfg.batch_frames)."""
+    batch_frames: the padded length budget of a batch (default cfg.batch_frames).
+    units(batch indices): how many units loss_fn's mean is over (default: items; tokens for a
+    token-level mean), so that under torchrun the ranks' shards add up to the whole batch's mean."""
     if (steps is None) == (seconds is None) or (seconds is not None and lr_fn is None):
         raise ValueError("train_stage: give steps, or seconds and an lr_fn")
     path = os.path.join(cfg.out, name)
@@ -59,21 +63,28 @@ def train_stage(name, model, loss_fn, lengths, cfg, device, ckpt_config, tokeniz
         load_checkpoint(init_opt, optimizer=opt)
     model.train()
     batches = batches_forever(lengths, cursor, cfg.seed, batch_frames or cfg.batch_frames)
-    bar = tqdm(itertools.count(step) if steps is None else range(step, steps), desc=name, initial=step, total=steps)
+    bar = tqdm(itertools.count(step) if steps is None else range(step, steps), desc=name, initial=step, total=steps,
+               disable=not distributed.is_main())
     t0 = time.time() - elapsed
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_fn(step)
-        with autocast(device):
-            loss = loss_fn(next(batches))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{name}: loss is {loss.item()} at step {step}; last checkpoint in {path}")
+        mine = distributed.shard(next(batches))  # the whole batch without torchrun
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if mine:
+            with autocast(device):
+                loss = loss_fn(mine)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{name}: loss is {loss.item()} at step {step}; last checkpoint in {path}")
+            distributed.share(loss, units(mine)).backward()
+        else:  # a batch smaller than the world: this rank adds nothing (but takes part in the sums)
+            loss = torch.zeros(())
+            distributed.share(loss, 0)
+        distributed.sync_grads(model.parameters())
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
-        last = time.time() - t0 >= seconds if steps is None else step == steps - 1
+        last = distributed.any_true(time.time() - t0 >= seconds) if steps is None else step == steps - 1
         if step % cfg.log_every == 0 or last:
             log({"stage": name, "step": step, "loss": loss.item(), "grad_norm": grad_norm.item(),
                  "lr": opt.param_groups[0]["lr"], "epoch": cursor[0], "time": time.time() - t0})
@@ -83,3 +94,4 @@ def train_stage(name, model, loss_fn, lengths, cfg, device, ckpt_config, tokeniz
             save_checkpoint(path, model, ckpt_config, tokenizer, opt, state)
         if last:
             break
+    distributed.barrier()  # the next stage may read this one's checkpoint on every rank

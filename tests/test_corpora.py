@@ -1,5 +1,7 @@
 """asr.corpora.load_data's RL hold-out (--rl-holdout): utterances kept out of stages 0-1 for stage 2."""
 import json
+
+import pytest
 from types import SimpleNamespace
 
 from nanospeechrl.builtin import corpus as builtin
@@ -9,7 +11,8 @@ from nanospeechrl.asr.corpora import load_data
 
 def config(**kw):
     return SimpleNamespace(**{"data": "builtin", "task": "asr", "eval": "", "seed": 0, "skip_bad": False,
-                              "rl_holdout": 0, "n_train": 10, "n_sqa": 10, "n_ast": 10, "n_test": 3, **kw})
+                              "rl_holdout": 0, "n_train": 10, "n_sqa": 10, "n_ast": 10, "n_test": 3,
+                              "n_test_understanding": 3, "splits": "", "long_frac": 0.1, **kw})
 
 
 def test_manifest_holds_out_a_seeded_random_subset(tmp_path):
@@ -38,3 +41,8 @@ def test_builtin_hold_out_leaves_the_sft_set_as_it_was():
     assert n == len(small) == 11  # 10 sentences and one long row
     assert large[:n] == small
     assert {job["text"] for job in large[n:]}.isdisjoint(job["text"] for job in small)
+
+
+def test_unknown_split_fails_before_any_corpus_is_built():
+    with pytest.raises(SystemExit, match=r"no built-in split asr/tset; choose from asr/dev, asr/test"):
+        load_data(config(task="mix", splits="sqa/dev,asr/tset"))

@@ -90,6 +90,32 @@ def test_kv_cache_prefill_then_decode_equals_full_forward():
         model(idx[:, :1], kv_cache=cache)
 
 
+@pytest.mark.parametrize("overrides", [{}, {"n_kv_head": 1, "qkv_bias": True}, {"n_kv_head": 4}])
+def test_decode_step_equals_forward_with_the_cache(overrides):
+    """The sampler's lean decode step (fused weights, one query, padding bias) is forward's twin:
+    padded rows, GQA, q/k/v biases, and a cache repeated for group rollouts."""
+    model = tiny_model(**overrides)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1:  # norms and biases away from their init
+                p.normal_(1.0 if "norm" in name else 0.0, 0.3)
+    idx = torch.randint(0, 50, (2, 5))
+    pad = torch.tensor([0, 2])
+    fast, slow = (KVCache(model.config, 2, 12, pad=pad) for _ in range(2))
+    model(idx, kv_cache=fast), model(idx, kv_cache=slow)
+    fast, slow = fast.repeat_interleave(2), slow.repeat_interleave(2)
+    for token in torch.randint(0, 50, (6, 4)):
+        torch.testing.assert_close(model.decode_step(token, fast), model(token[:, None], kv_cache=slow)[:, -1],
+                                   atol=ATOL, rtol=0)
+    assert fast.pos == slow.pos == 11
+    torch.testing.assert_close(fast.k[:, :, :, :11], slow.k[:, :, :, :11], atol=ATOL, rtol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 matmuls, attention in the cache's fp32
+        step, ref = model.decode_step(token, fast), model(token[:, None], kv_cache=slow)[:, -1]
+    assert (step.float() - ref.float()).abs().max() < 0.02 * ref.abs().max()
+    with pytest.raises(ValueError, match="exceeds max_seq_len"):
+        model.decode_step(token, fast)
+
+
 def test_left_padded_row_equals_the_prompt_alone():
     model = tiny_model()
     short, long = torch.randint(0, 50, (1, 5)), torch.randint(0, 50, (1, 9))

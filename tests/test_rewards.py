@@ -157,3 +157,11 @@ def test_score_is_weighted_sum_of_parts():
     assert total == pytest.approx([2 * 5 / 6 + 1.0, -0.5 + 0.5 * (1 / 11 + 1 / 2)], abs=1e-12)
     for i in range(2):
         assert total[i] == pytest.approx(sum(w * parts[n][i] for n, w in weights.items()))
+
+
+def test_chrf_partial_credit_where_bleu_gives_none():
+    ref = "Mis amigos arreglan las puertas negras."
+    near, far = "Mis amigas arreglan las puertas negro.", "Tom compra un perro."
+    c, b = R.chrf([ref, near, far], [ref] * 3), R.bleu([near], [ref])
+    assert c[0] == pytest.approx(1.0) and c[2] < c[1] < 1.0
+    assert c[1] > b[0]  # two wrong inflections cost BLEU more than character n-grams

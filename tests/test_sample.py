@@ -118,10 +118,10 @@ def test_nbest_is_the_default(files, capsys):
     feats = [audio.log_mel(audio.load(files[name])) for name in ("a", "b")]
     b = collate(feats)
     texts = model.transcribe(b["feats"], b["feat_lens"], tok, max_new_tokens=40, nbest=16, ctc_weight=0.1,
-                             generator=torch.Generator().manual_seed(0))
+                             generator=torch.Generator().manual_seed(1))
     assert texts != model.transcribe(b["feats"], b["feat_lens"], tok, max_new_tokens=40)  # not just greedy
     assert sample.main(["transcribe", "--ckpt", str(files["ckpt"]), "--max-new-tokens", "40", "--device", "cpu",
-                        str(files["a"]), str(files["b"])]) == 0  # the same device, so the same random stream
+                        "--seed", "1", str(files["a"]), str(files["b"])]) == 0  # the same device: the same stream
     assert capsys.readouterr().out.splitlines() == [f"{files[n]}\t{' '.join(t.split())}" for n, t in zip("ab", texts)]
 
 

@@ -3,7 +3,7 @@ import torch
 
 from nanospeechrl.llm import LLM, KVCache, LLMConfig
 from nanospeechrl.sampler import (filter_logits, generate, generate_naive, left_pad, sample_next,
-                                  sequence_logprobs)
+                                  sequence_logprobs, sequence_logprobs_naive)
 
 ATOL = 1e-5
 V, D = 50, 64
@@ -109,11 +109,24 @@ def test_sequence_logprobs_equal_rollout_logprobs():
         sequence_logprobs(model, ps, None, r.tokens[:4], r.lengths[:4])
 
 
-def test_sequence_logprobs_is_differentiable():
+@pytest.mark.parametrize("new_tokens", [1, 7])
+def test_shared_prompt_logprobs_and_gradients_equal_the_naive_twin(new_tokens):
+    """One prompt pass shared by G completions (PrefixCache) == every row run whole: the values,
+    and the gradients of the weights and of the prompt embeddings (the projector's path)."""
     model = tiny_model()
-    r = generate(model, prompts(), max_new_tokens=6, generator=gen(0))
-    sequence_logprobs(model, prompts(), None, r.tokens, r.lengths).sum().backward()
-    assert model.blocks[1].mlp.down.weight.grad.abs().sum() > 0
+    r = generate(model, prompts(), max_new_tokens=new_tokens, num_samples=3, generator=gen(0))
+    grads = []
+    for fn in (sequence_logprobs, sequence_logprobs_naive):
+        model.zero_grad()
+        ps = [p.clone().requires_grad_() for p in prompts()]
+        lp = fn(model, ps, None, r.tokens, r.lengths, temperature=0.8)
+        (lp * torch.linspace(-1, 1, lp.numel()).view_as(lp)).sum().backward()
+        grads.append((lp.detach(), [p.grad for p in ps], [p.grad.clone() for p in model.parameters()]))
+    (lp, g_in, g_w), (lp_naive, g_in_naive, g_w_naive) = grads
+    torch.testing.assert_close(lp, lp_naive, atol=ATOL, rtol=0)
+    assert any(g.abs().sum() > 0 for g in g_w)
+    for a, b in zip(g_in + g_w, g_in_naive + g_w_naive):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
 
 
 def test_grouped_prefill_equals_separate_prompts():

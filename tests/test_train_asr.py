@@ -254,7 +254,7 @@ def test_plot_draws_the_run(full_run, tmp_path, capsys):
     image = matplotlib.image.imread(run / "training.png")  # (H, W, 4)
     assert image.shape[0] > 200 and image.shape[1] > 400
     assert len(torch.from_numpy(image).flatten(0, 1).unique(dim=0)) > 20  # curves, not a blank canvas
-    plot.main([str(run), "--only", "kl", "-o", str(tmp_path / "kl.png")])  # one panel, not six
+    plot.main([str(run), "--only", "reward", "-o", str(tmp_path / "kl.png")])  # one panel, not six
     kl = matplotlib.image.imread(tmp_path / "kl.png")
     assert kl.shape[1] < image.shape[1] / 2 and kl.shape[0] <= image.shape[0] / 2
     with pytest.raises(SystemExit):

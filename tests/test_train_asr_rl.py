@@ -188,7 +188,7 @@ def test_stage1b_equal_time_control(corpus, run_copy):
     n = len(read_metrics(out))
     r = train_asr(*data_args(corpus), "--out", out, "--stages", "1b", cwd=corpus)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "stage1b: SFT from stage1 for " in r.stdout and "s, the wall time stage 2 took" in r.stdout
+    assert "stage1b: SFT from stage1 for " in r.stdout and "s, the wall time stage2 took" in r.stdout
     s = state(out, "stage1b")
     assert s["done"] is True and s["step"] >= 1
     assert s["elapsed"] >= state(out, "stage2")["elapsed"]  # it ran (at least) as long as stage 2 did

@@ -8,11 +8,12 @@ import random
 import pytest
 import sacrebleu
 
-from asr_helpers import TINY, read_metrics, train_asr
+from asr_helpers import TINY, load_train_asr, read_metrics, train_asr
 from nanospeechrl import audio, rewards
 from nanospeechrl.builtin.corpus import CorpusConfig, build_corpus
 from nanospeechrl.data import Example, read_manifest, write_manifest
-from nanospeechrl.metrics import bleu_stats, bootstrap_bleu_diff, corpus_bleu_from, text_scores
+from nanospeechrl.metrics import (bleu_stats, bootstrap_bleu_diff, bootstrap_wer_diff, corpus_bleu_from, error_counts,
+                                  text_scores)
 from nanospeechrl.asr.speechlm import prompt_ids
 from nanospeechrl.builtin.synth import synthesize
 from nanospeechrl.tokenizer import Tokenizer
@@ -55,6 +56,12 @@ def test_text_scores_and_bleu_stats_match_sacrebleu():
     d, lo, hi = bootstrap_bleu_diff(refs, hyps, refs, n_resamples=200)
     assert d == pytest.approx(100 - r["bleu"]) and 0 < lo <= d <= hi
     assert bootstrap_bleu_diff(refs, hyps, hyps, n_resamples=50) == (0.0, 0.0, 0.0)
+    # seeds: lists of systems compare their mean scores
+    other = [" ".join(w if rng.random() < 0.8 else rng.choice(words) for w in r.split()) for r in refs]
+    d2, lo2, hi2 = bootstrap_bleu_diff(refs, [hyps, hyps], [refs, other], n_resamples=200)
+    assert d2 == pytest.approx((100 + text_scores(refs, other)["bleu"]) / 2 - r["bleu"]) and lo2 <= d2 <= hi2
+    w, _, _ = bootstrap_wer_diff(refs, [hyps, refs], [refs, refs], n_resamples=50)
+    assert w == pytest.approx(-error_counts(refs, hyps)["wer"] / 2)
 
 
 def test_prompt_ids_truncates_and_says_so():
@@ -125,6 +132,40 @@ def test_train_asr_sqa_ast_grpo_and_mixed_policy(task_corpus):
     compare = [x for x in read_metrics(out) if x.get("stage") == "compare"]
     assert len(compare) == 4 and all(x["low"] <= x["bleu_diff"] <= x["high"] for x in compare)
     assert "BLEU(grpo-mixed) - BLEU(sft)" in r.stdout and "exact" in r.stdout
+
+
+def test_seeds_replicate_stage_2_and_its_control_and_summarise(task_corpus):
+    """--seeds 2 --stages 2,1b: two GRPO runs and two equal-time controls from one SFT model;
+    the evaluation prints each method's mean over seeds with a paired interval to the control."""
+    out = task_corpus / "seeds"
+    args = ["--data", task_corpus / "train.jsonl", "--eval", f"sqa={task_corpus / 'sqa.jsonl'}", *TINY, "--out", out]
+    r = train_asr(*args, "--stages", "0,1", "--no-evaluate", cwd=task_corpus)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = train_asr(*args, "--stages", "2,1b", "--seeds", "2", "--temperature", "3", cwd=task_corpus)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert {d for d in os.listdir(out) if d.startswith("stage")} == \
+        {"stage0", "stage1", "stage2", "stage2-seed1", "stage1b", "stage1b-seed1"}
+    rows = read_metrics(out)
+    rollouts = [[(x["entropy"], x["completions/mean_length"]) for x in rows if x.get("stage") == name]
+                for name in ("stage2", "stage2-seed1")]
+    assert len(rollouts[0]) == len(rollouts[1]) == 2 and rollouts[0] != rollouts[1]  # different rollout seeds
+    assert {x["model"] for x in rows if x.get("stage") == "eval"} == {"sft+", "sft", "grpo", "sft+@1", "grpo@1"}
+    seeds = {x["method"]: x for x in rows if x.get("stage") == "seeds"}
+    assert seeds["grpo"]["seeds"] == seeds["sft+"]["seeds"] == 2 and seeds["sft"]["seeds"] == 1
+    assert seeds["grpo"]["low"] <= seeds["grpo"]["diff"] <= seeds["grpo"]["high"] and "diff" not in seeds["sft+"]
+    assert "(2 seeds)  mean - mean(sft+)" in r.stdout
+
+
+def test_reward_flag_for_all_tasks_or_per_task():
+    train_asr_module = load_train_asr()
+    rewards_of = lambda *argv: train_asr_module.task_rewards(train_asr_module.parse_args(["--stages", "0", *argv])[0])
+    assert rewards_of()["sqa"] == {"bleu": 1.0} and rewards_of()["asr"] == {"wer": 1.0, "hallucination": 1.0}
+    assert rewards_of("--reward", "chrf")["asr"] == {"chrf": 1.0}
+    per_task = rewards_of("--reward", "sqa=chrf:1,keyword:0.5;ast=bleu:2")
+    assert per_task == {"asr": {"wer": 1.0, "hallucination": 1.0}, "sqa": {"chrf": 1.0, "keyword": 0.5},
+                        "ast": {"bleu": 2.0}}
+    with pytest.raises(ValueError, match="unknown task 'qa'"):
+        rewards_of("--reward", "qa=chrf")
 
 
 def test_unknown_task_flag_fails_at_start_up(task_corpus):

@@ -16,7 +16,7 @@ import random
 from collections import Counter
 from typing import NamedTuple
 
-from nanospeechrl import data
+from nanospeechrl import data, distributed
 from nanospeechrl.asr.speechlm import prompt_ids
 from nanospeechrl.builtin.corpus import TASK_SPLITS, CorpusConfig, build_corpus, sft_rows
 from nanospeechrl.tokenizer import Tokenizer
@@ -30,16 +30,23 @@ def load_data(cfg):
     """-> (train examples, RL hold-out examples, {eval name: examples}, skipped Counter)."""
     if cfg.data == "builtin":
         sizes = {"asr": cfg.n_train, "sqa": cfg.n_sqa, "ast": cfg.n_ast}
+        names = {(task, split): f"{task}/{split}" if cfg.task == "mix" else split
+                 for task in TASK_CORPORA[cfg.task] for split in TASK_SPLITS[task][1:]}
+        wanted = [name for name in cfg.splits.split(",") if name]
+        if set(wanted) - set(names.values()):
+            raise SystemExit(f"--splits {cfg.splits!r}: no built-in split {', '.join(set(wanted) - set(names.values()))}"
+                             f"; choose from {', '.join(names.values())}")
         train_spec, specs = [], {}
         for task in TASK_CORPORA[cfg.task]:
-            corpus = CorpusConfig(task=task, seed=cfg.seed, n_train=sizes[task] + cfg.rl_holdout, n_test=cfg.n_test)
+            n_eval = cfg.n_test if task == "asr" else cfg.n_test_understanding
+            corpus = CorpusConfig(task=task, seed=cfg.seed, n_train=sizes[task] + cfg.rl_holdout, n_dev=n_eval,
+                                  n_test=n_eval, long_frac=cfg.long_frac)
             root = build_corpus(corpus)
             train_spec.append((os.path.join(root, "train.jsonl"), sft_rows(corpus, sizes[task])))
             for split in TASK_SPLITS[task][1:]:
-                if cfg.task != "mix":
-                    specs[split] = os.path.join(root, f"{split}.jsonl")
-                elif split in ("test", "test_accent"):  # mix: the test sets only, to keep the run short
-                    specs[f"{task}/{split}"] = os.path.join(root, f"{split}.jsonl")
+                default = cfg.task != "mix" or split in ("test", "test_accent")  # mix: tests only, to keep it short
+                if (names[task, split] in wanted) if wanted else default:
+                    specs[names[task, split]] = os.path.join(root, f"{split}.jsonl")
     else:
         train_spec, specs = [(cfg.data, None)], {}
     for item in filter(None, cfg.eval.split(",")):
@@ -110,10 +117,16 @@ def load_run_data(cfg, max_frames):
 
 
 def run_tokenizer(cfg, train):
-    """The run's BPE tokenizer: <out>/tokenizer.json when resuming (or when stages 0-1 do not run), else trained."""
+    """The run's tokenizer: <out>/tokenizer.json when resuming (or when stages 0-1 do not run), else
+    the --llm-init checkpoint's (our special tokens added), else a BPE trained on the training text."""
     path = os.path.join(cfg.out, "tokenizer.json")
-    if os.path.exists(path) and (cfg.resume or not {"0", "1"} & set(cfg.stages.split(","))):
+    if os.path.exists(path) and (cfg.resume or not {"0", "1"} & set(cfg.stages.split(",")) or
+                                 not distributed.is_main()):  # torchrun: rank 0's
         return Tokenizer.load(path)
+    if cfg.llm_init:  # a pretrained decoder comes with its tokenizer
+        tokenizer = Tokenizer.from_pretrained(cfg.llm_init)
+        tokenizer.save(path)
+        return tokenizer
     tokenizer = Tokenizer.train([ex.text for ex in train] + [ex.prompt for ex in train if ex.prompt],
                                 vocab_size=cfg.vocab_size)
     tokenizer.save(path)

@@ -122,3 +122,28 @@ def evaluate_models(models, evals, device, batch_size, max_new_tokens, log, max_
             print(f"{split:16s} {metric.upper()}({name}) - {metric.upper()}({base}) = {k * d:+.1f} points, "
                   f"95% CI [{k * lo:+.1f}, {k * hi:+.1f}]")
     return hyps
+
+
+def seed_summary(methods, evals, hyps, log):
+    """Replicates (--seeds): per split, each method's mean and spread (sample sd) over its
+    replicates, and the paired-bootstrap interval of the difference of mean scores to the
+    equal-time control ("sft+", else "sft"), so item noise and seed noise both show.
+    methods: {method: [model names]}; hyps: evaluate_models' result."""
+    base = "sft+" if "sft+" in methods else "sft"
+    for split, (examples, _) in evals.items():
+        refs, asr = [ex.text for ex in examples], examples[0].task == "asr"
+        metric, k = ("wer", 100) if asr else ("bleu", 1)
+        for method, names in methods.items():
+            rows = [scores(examples, hyps[name, split]) for name in names]
+            keys = ("wer", "cer", "ins", "loops") if asr else ("bleu", "chrf", "exact")
+            mean = {key: sum(r[key] for r in rows) / len(rows) for key in keys}
+            sd = (sum((r[metric] - mean[metric]) ** 2 for r in rows) / max(1, len(rows) - 1)) ** 0.5
+            row = {"stage": "seeds", "method": method, "split": split, "seeds": len(rows), **mean, f"{metric}_sd": sd}
+            line = f"{split:16s} {method:11s} {metric.upper()} {k * mean[metric]:5.1f} ± {k * sd:.1f} ({len(rows)} seeds)"
+            if method != base:
+                d, lo, hi = (bootstrap_wer_diff if asr else bootstrap_bleu_diff)(
+                    refs, [hyps[name, split] for name in methods[base]], [hyps[name, split] for name in names])
+                row.update(base=base, diff=d, low=lo, high=hi)
+                line += f"  mean - mean({base}) = {k * d:+.1f} [{k * lo:+.1f}, {k * hi:+.1f}]"
+            log(row)
+            print(line)

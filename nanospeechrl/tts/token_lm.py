@@ -28,8 +28,9 @@ class TokenLM(LLM):
         self.n_codes = n_codes
         self.eos_id = n_codes
 
-    def forward(self, *args, **kwargs):
-        return super().forward(*args, **kwargs)[..., :self.n_codes + 1]  # (B, T, n_codes + 1)
+    def head(self, x):
+        """Logits over speech tokens + EOS only: (..., n_codes + 1)."""
+        return F.linear(self.norm(x), self.lm_head.weight[:self.n_codes + 1])
 
     def prompt(self, tokenizer, text):
         """Text -> prompt ids in this LM's vocabulary."""
