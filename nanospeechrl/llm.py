@@ -215,7 +215,7 @@ class LLM(nn.Module):
     @torch.no_grad()
     def decode_step(self, token, cache):
         """One new token per row -> logits (B, vocab): what forward(idx=token[:, None], kv_cache=cache)
-        computes (tests/test_sampler.py holds it to that), in fewer, larger operations for the
+        computes (tests/test_llm.py holds it to that), in fewer, larger operations for the
         sampler's inner loop: q, k, v (and gate, up) in one matmul each from weights fused once
         per cache, RoPE on q and k together, and attention written out for a single query, with
         padding hidden by an additive bias kept in the cache instead of a mask built every step."""
