@@ -87,10 +87,7 @@ def read_safetensors(directory):
 
 def from_pretrained(directory, dtype=torch.float32):
     """A Llama / Qwen2 checkpoint directory -> llm.LLM with its weights (on the CPU, in dtype)."""
-    where = os.path.join(directory, "config.json")
-    if not os.path.exists(where):
-        raise FileNotFoundError(f"{directory}: no config.json (a HuggingFace checkpoint directory is expected)")
-    config = config_from_hf(json.load(open(where)), where)
+    config = pretrained_config(directory)
     tensors = read_safetensors(directory)
     model = LLM(config)
     names = hf_names(config)
@@ -113,7 +110,7 @@ def from_pretrained(directory, dtype=torch.float32):
     return model.to(dtype)
 
 
-def pretrained_config(directory, vocab_size):
+def pretrained_config(directory, vocab_size=0):
     """The LLMConfig of a checkpoint directory, its vocabulary grown to vocab_size if smaller
     (a tokenizer with our special tokens added)."""
     where = os.path.join(directory, "config.json")
@@ -126,10 +123,10 @@ def pretrained_config(directory, vocab_size):
 def load_pretrained_into(llm, directory):
     """llm (built from pretrained_config) <- the checkpoint's weights; embedding rows the
     checkpoint lacks (added tokens) start at the mean of its rows."""
-    pretrained = from_pretrained(directory)
+    pretrained = dict(from_pretrained(directory).named_parameters())
     with torch.no_grad():
         for name, p in llm.named_parameters():
-            src = dict(pretrained.named_parameters())[name]
+            src = pretrained[name]
             if name in ("wte.weight", "lm_head.weight") and src.shape[0] < p.shape[0]:
                 p[:src.shape[0]] = src
                 p[src.shape[0]:] = src.mean(dim=0)
