@@ -29,7 +29,7 @@ import argparse
 import copy
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from tqdm import tqdm
@@ -43,6 +43,7 @@ from nanospeechrl.encoder import CTC_CHARS, CTCHead, Encoder, EncoderConfig, ctc
 from nanospeechrl.grpo import (GRPOConfig, group_advantages, keep_groups, rollout_metrics, safe_step,
                                stop_if_diverging, tied_groups)
 from nanospeechrl.llm import LLMConfig
+from nanospeechrl.pretrained import load_pretrained_into, pretrained_config
 from nanospeechrl.rewards import parse_rewards, score
 from nanospeechrl.tokenizer import Tokenizer
 from nanospeechrl.trainer import train_stage
@@ -90,6 +91,7 @@ class TTSConfig:
     euler_steps: int = 10  # Euler steps when sampling the flow in evaluation
     cfg_strength: float = 0.7  # classifier-free guidance strength
     n_embd: int = 256  # LM width
+    llm_init: str = ""  # a Llama / Qwen2 checkpoint directory: the LM starts from it (its shape), with its tokenizer
     lm_layers: int = 4  # LM blocks
     lm_steps: int = 1200  # LM SFT steps
     lm_dropout: float = 0.1  # LM dropout in SFT (its training sequences are few; always off in RL)
@@ -247,9 +249,17 @@ def train_lm(name, run, tokens, cfg, device, tokenizer, log, gen, n_codes, **sch
         lm = TokenLM(LLMConfig(**config["llm"]), n_codes).to(device)
         load_checkpoint(schedule["init_opt"], lm)
     else:
-        llm_cfg = LLMConfig(vocab_size=n_codes + 1 + tokenizer.vocab_size, n_layer=cfg.lm_layers, n_embd=cfg.n_embd,
-                            dropout=cfg.lm_dropout, max_seq_len=512)
-        lm = TokenLM(llm_cfg, n_codes).to(device)
+        if cfg.llm_init:  # a pretrained decoder: its text rows after the speech tokens and EOS
+            base = pretrained_config(cfg.llm_init)
+            llm_cfg = replace(base, vocab_size=n_codes + 1 + max(base.vocab_size, tokenizer.vocab_size),
+                              dropout=cfg.lm_dropout)
+        else:
+            llm_cfg = LLMConfig(vocab_size=n_codes + 1 + tokenizer.vocab_size, n_layer=cfg.lm_layers,
+                                n_embd=cfg.n_embd, dropout=cfg.lm_dropout, max_seq_len=512)
+        lm = TokenLM(llm_cfg, n_codes)
+        if cfg.llm_init:
+            load_pretrained_into(lm, cfg.llm_init, offset=n_codes + 1)
+        lm = lm.to(device)
         max_ratio = 1.1 * max(len(t) / (len(p) - 2) for t, p in zip(targets, prompts))  # the length cap's slope
         config = {"llm": asdict(llm_cfg), "token_lm": {"n_codes": n_codes, "max_ratio": max_ratio, "flow": "flow",
                                                        "speaker": "speaker"}, "train": asdict(cfg)}
@@ -397,7 +407,8 @@ def main(argv=None):
                                                        not distributed.is_main()):
             tokenizer = Tokenizer.load(path("tokenizer.json"))
         else:
-            tokenizer = Tokenizer.train([ex.text for ex in run.train], vocab_size=cfg.vocab_size)
+            tokenizer = Tokenizer.from_pretrained(cfg.llm_init) if cfg.llm_init else \
+                Tokenizer.train([ex.text for ex in run.train], vocab_size=cfg.vocab_size)
             tokenizer.save(path("tokenizer.json"))
     gen = torch.Generator().manual_seed(cfg.seed)
     common = dict(cfg=cfg, device=device, tokenizer=tokenizer, log=log, gen=gen)

@@ -7,10 +7,12 @@ The model: LLMConfig's defaults (width 256, 4 layers, 4 query / 2 key-value head
 vocabulary 1,024, tied embeddings), built by us and copied into a LlamaForCausalLM
 (pretrained.to_hf_state_dict). Both sample at temperature 1 with no top-k / top-p and no EOS,
 so each decodes exactly --new-tokens tokens per row. First a check that the two are one
-model: greedy outputs must be identical. The last line is ours / transformers' tokens/s.
+model: greedy outputs must be identical. Then --repeats pairs, each timing ours and then
+theirs; the last line is the median over pairs of ours / transformers' tokens/s.
 """
 import argparse
 import os
+import statistics
 import sys
 import time
 
@@ -39,14 +41,19 @@ def hf_llama(model):
     return hf.eval()
 
 
-def best_time(fn, repeats):
-    fn()  # warm-up
-    times = []
+def paired_times(ours, theirs, repeats):
+    """The two timed in turn (ours, theirs, ours, ...), so that a machine whose speed wanders
+    slows both alike -> (their times, our times), one pair per repeat."""
+    ours(), theirs()  # warm-up
+    pairs = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        t = []
+        for fn in (ours, theirs):
+            t0 = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - t0)
+        pairs.append(t)
+    return pairs
 
 
 def main():
@@ -55,7 +62,7 @@ def main():
     parser.add_argument("--batch", type=int, default=8, help="rows decoded together")
     parser.add_argument("--prompt-len", type=int, default=32, help="prompt tokens per row")
     parser.add_argument("--new-tokens", type=int, default=256, help="tokens generated per row")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs each (best is kept)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed pairs (ours, then theirs)")
     args = parser.parse_args()
     try:
         import transformers
@@ -84,11 +91,12 @@ def main():
         if not same:
             raise SystemExit("the two models differ: the comparison would be meaningless")
         n = args.batch * args.new_tokens
-        t_ours, t_hf = best_time(lambda: ours(1.0), args.repeats), best_time(lambda: theirs(True), args.repeats)
-    print(f"  ours          {t_ours:7.3f} s  {n / t_ours:9.1f} tokens/s")
-    print(f"  transformers  {t_hf:7.3f} s  {n / t_hf:9.1f} tokens/s")
-    print(f"ours / transformers tokens/s (batch {args.batch}, {args.threads} thread(s)):")
-    print(f"{t_hf / t_ours:.2f}")
+        pairs = paired_times(lambda: ours(1.0), lambda: theirs(True), args.repeats)
+    for i, (t_ours, t_hf) in enumerate(pairs):
+        print(f"  pair {i}: ours {t_ours:7.3f} s ({n / t_ours:7.1f} tokens/s), transformers {t_hf:7.3f} s "
+              f"({n / t_hf:7.1f} tokens/s), ratio {t_hf / t_ours:.2f}")
+    print(f"ours / transformers tokens/s (batch {args.batch}, {args.threads} thread(s)), median of {len(pairs)} pairs:")
+    print(f"{statistics.median(t_hf / t_ours for t_ours, t_hf in pairs):.2f}")
 
 
 if __name__ == "__main__":

@@ -120,16 +120,17 @@ def pretrained_config(directory, vocab_size=0):
     return replace(config, vocab_size=max(config.vocab_size, vocab_size))
 
 
-def load_pretrained_into(llm, directory):
-    """llm (built from pretrained_config) <- the checkpoint's weights; embedding rows the
-    checkpoint lacks (added tokens) start at the mean of its rows."""
+def load_pretrained_into(llm, directory, offset=0):
+    """llm (built from pretrained_config, its vocabulary grown) <- the checkpoint's weights. The
+    checkpoint's embedding rows go to ids offset.. (TokenLM puts its speech tokens first); the
+    rows it lacks (added tokens, speech tokens) start at the mean of its rows."""
     pretrained = dict(from_pretrained(directory).named_parameters())
     with torch.no_grad():
         for name, p in llm.named_parameters():
             src = pretrained[name]
             if name in ("wte.weight", "lm_head.weight") and src.shape[0] < p.shape[0]:
-                p[:src.shape[0]] = src
-                p[src.shape[0]:] = src.mean(dim=0)
+                p.copy_(src.mean(dim=0).expand_as(p))
+                p[offset:offset + src.shape[0]] = src
             else:
                 p.copy_(src)
     return llm

@@ -220,3 +220,37 @@ def test_non_finite_rl_losses_skip_updates_then_stop(full_run, tmp_path, monkeyp
     assert [r.get("nonfinite_loss") for r in rows] == [1, 2, 3] and not any("loss" in r for r in rows)
     sft, rl = load_file(out / "lm" / "model.safetensors"), load_file(out / "rl-diffro" / "model.safetensors")
     assert all(sft[k].equal(rl[k]) for k in sft)  # the checkpoints saved before the stop hold the SFT weights
+
+
+def test_llm_init_starts_the_lm_from_a_pretrained_decoder(corpus, tmp_path):
+    """--llm-init DIR: the text-to-token LM has the checkpoint's shape, its text embedding rows
+    after the speech tokens and EOS, and the run's text tokenizer is the checkpoint's."""
+    import torch
+    from test_pretrained import save_hf
+    from nanospeechrl.checkpoint import load_checkpoint, read_config
+    from nanospeechrl.llm import LLMConfig
+    from nanospeechrl.pretrained import from_pretrained
+    from nanospeechrl.tokenizer import Tokenizer
+    from nanospeechrl.tts.token_lm import TokenLM
+
+    hf_dir = tmp_path / "llama"
+    save_hf(hf_dir, "llama", True)
+    config = json.loads((hf_dir / "config.json").read_text())
+    (hf_dir / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 1024}))
+    Tokenizer.train(TEXTS, vocab_size=280).save(hf_dir / "tokenizer.json")  # a tokenizer of the checkpoint's own
+    out = tmp_path / "out"
+    r = train_tts(*data_args(corpus), "--out", out, *TINY, "--stages", "tokenizer,lm", "--llm-init", hf_dir,
+                  "--lr", "1e-4", "--lm-dropout", "0", cwd=corpus)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (out / "tokenizer.json").read_text() == (hf_dir / "tokenizer.json").read_text()
+    cfg = read_config(out / "lm")
+    n_codes = cfg["token_lm"]["n_codes"]
+    lm = TokenLM(LLMConfig(**cfg["llm"]), n_codes)
+    load_checkpoint(out / "lm", lm)
+    assert lm.config.n_embd == 64 and lm.config.tie_embeddings and lm.config.vocab_size == n_codes + 1 + 280
+    start = dict(from_pretrained(hf_dir).named_parameters())
+    for name, p in lm.named_parameters():  # 4 SFT steps at lr 1e-4 move the weights only a little
+        want = start[name]
+        if name == "wte.weight":  # rows: speech tokens + EOS (new, at the mean), the checkpoint's 97, added (mean)
+            want = torch.cat([want.mean(0).expand(n_codes + 1, -1), want, want.mean(0).expand(280 - 97, -1)])
+        assert torch.allclose(p, want, atol=5e-3), name
