@@ -43,7 +43,7 @@ def hf_llama(model):
 
 def paired_times(ours, theirs, repeats):
     """The two timed in turn (ours, theirs, ours, ...), so that a machine whose speed wanders
-    slows both alike -> (their times, our times), one pair per repeat."""
+    slows both alike -> [(our seconds, their seconds)], one pair per repeat."""
     ours(), theirs()  # warm-up
     pairs = []
     for _ in range(repeats):
