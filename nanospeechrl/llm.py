@@ -206,12 +206,6 @@ class LLM(nn.Module):
             elif name.endswith("bias"):
                 nn.init.zeros_(p)
 
-    @classmethod
-    def from_pretrained(cls, directory, dtype=torch.float32):
-        """A Llama- or Qwen2-family HuggingFace checkpoint directory -> LLM (pretrained.py)."""
-        from nanospeechrl.pretrained import from_pretrained
-        return from_pretrained(directory, dtype)
-
     @torch.no_grad()
     def decode_step(self, token, cache):
         """One new token per row -> logits (B, vocab): what forward(idx=token[:, None], kv_cache=cache)

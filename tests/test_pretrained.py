@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from nanospeechrl.llm import LLM
+from nanospeechrl.pretrained import from_pretrained
 from nanospeechrl.sampler import generate
 
 transformers = pytest.importorskip("transformers")
@@ -32,7 +32,7 @@ def save_hf(tmp_path, family, tie):
 @pytest.mark.parametrize("family,tie", [("llama", False), ("llama", True), ("qwen2", False)])
 def test_logits_and_greedy_decoding_equal_transformers(tmp_path, family, tie):
     hf = save_hf(tmp_path, family, tie)
-    ours = LLM.from_pretrained(tmp_path).eval()
+    ours = from_pretrained(tmp_path).eval()
     assert ours.config.qkv_bias == (family == "qwen2") and ours.config.tie_embeddings == tie
     assert (ours.lm_head.weight is ours.wte.weight) == tie
     idx = torch.randint(1, 97, (3, 11))
@@ -49,20 +49,20 @@ def test_unsupported_architecture_and_missing_tensor_are_named(tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "architectures": ["GPT2LMHeadModel"]}))
     with pytest.raises(ValueError, match="architecture 'GPT2LMHeadModel' is not supported"):
-        LLM.from_pretrained(tmp_path)
+        from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({**config, "rope_scaling": {"rope_type": "llama3"}}))
     with pytest.raises(ValueError, match="rope_scaling"):
-        LLM.from_pretrained(tmp_path)
+        from_pretrained(tmp_path)
     from safetensors.torch import load_file, save_file
     (tmp_path / "config.json").write_text(json.dumps(config))
     tensors = load_file(tmp_path / "model.safetensors")
     del tensors["model.layers.1.mlp.up_proj.weight"]
     save_file(tensors, tmp_path / "model.safetensors")
     with pytest.raises(ValueError, match="missing tensor model.layers.1.mlp.up_proj.weight"):
-        LLM.from_pretrained(tmp_path)
+        from_pretrained(tmp_path)
     os.remove(tmp_path / "config.json")
     with pytest.raises(FileNotFoundError, match="no config.json"):
-        LLM.from_pretrained(tmp_path)
+        from_pretrained(tmp_path)
 
 
 def test_train_asr_llm_init_starts_from_the_checkpoint_with_its_tokenizer(tmp_path):
@@ -71,7 +71,6 @@ def test_train_asr_llm_init_starts_from_the_checkpoint_with_its_tokenizer(tmp_pa
     from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers, trainers
     from asr_helpers import TEXTS, TINY, make_corpus, train_asr
     from nanospeechrl.asr.speechlm import load_speechlm
-    from nanospeechrl.pretrained import from_pretrained
 
     hf_dir = tmp_path / "llama"
     save_hf(hf_dir, "llama", False)
