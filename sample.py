@@ -15,8 +15,11 @@ windows at pauses (asr/windows.py) and their texts joined. A file that
 cannot be used (unreadable, empty; for answer and translate, longer than the encoder accepts)
 prints "error: <path>: <why>" on stderr instead; the others still run, and the exit code is 1.
 synthesize writes one wav per --text (several: out-0.wav, out-1.wav, ...) in the voice of a
-reference clip (--voice) or of a built-in eSpeak voice (--speaker), and prints their paths;
-any bad input stops it before a file is written.
+reference clip (--voice, at least 0.5 s) or of a built-in eSpeak voice (--speaker), and prints
+their paths. Numbers, times, dates, money and abbreviations are read as words ("3:45 pm" ->
+"three forty five p m"; tts/text_front.py). Any bad input (no words, characters the model cannot
+say, an unknown voice, a silent or short clip, a missing output folder, not a TTS checkpoint) is
+one line on stderr, exit code 1, before a file is written.
 """
 import argparse
 import os
@@ -105,16 +108,36 @@ def translate(args):
     return speech_to_text(args, task="ast")
 
 
+def output_paths(output, n):
+    """The wav paths synthesize writes for n texts (one: output itself; several: <stem>-<i><suffix>), or a
+    ValueError when they cannot be written: checked before any synthesis, so a bad -o costs nothing."""
+    import soundfile
+    stem, suffix = os.path.splitext(output)
+    folder = os.path.dirname(output) or "."
+    if not os.path.isdir(folder):
+        raise ValueError(f"{output}: the output folder {folder} does not exist")
+    if suffix and not soundfile.check_format(suffix[1:].upper()):
+        raise ValueError(f"{output}: cannot write audio as {suffix!r}; use .wav, .flac or .ogg")
+    paths = [output] if n == 1 else [f"{stem}-{i}{suffix or '.wav'}" for i in range(n)]
+    for path in paths:
+        if os.path.isdir(path):
+            raise ValueError(f"{path}: is a folder, not a file to write")
+    return paths
+
+
 def synthesize(args):
     from nanospeechrl.builtin.synth import synthesize as espeak, voices
-    from nanospeechrl.tts.synthesis import load_tts, vocode
+    from nanospeechrl.tts.synthesis import load_reference, load_tts, vocode
     device = pick_device(args.device)
-    try:
+    try:  # every input checked before anything is written; each problem is one line on stderr
+        paths = output_paths(args.output, len(args.text))
+        if args.steps < 1:
+            raise ValueError(f"--steps {args.steps}: the flow needs at least 1 Euler step")
         tts = load_tts(args.ckpt)
         for text in args.text:
-            tts.pieces(text)  # every text checked before anything is written
+            tts.pieces(text)  # no words, characters it cannot say, a sentence too long for the model
         if args.voice:
-            reference = audio.log_mel(audio.load(args.voice))
+            reference = load_reference(args.voice)  # unreadable, too short, silence
         elif args.speaker in voices(include_odd=True):
             reference = audio.log_mel(espeak("The quick brown fox jumps over the lazy dog.", args.speaker))
         else:
@@ -126,12 +149,11 @@ def synthesize(args):
     tts.to(device)
     voice = tts.voice([reference])
     generator = torch.Generator(device).manual_seed(args.seed)
-    stem, suffix = os.path.splitext(args.output)
-    for i, text in enumerate(args.text):
+    suffix = os.path.splitext(args.output)[1] or ".wav"
+    for text, path in zip(args.text, paths):
         mel = tts.synthesize([text], voice, steps=args.steps, generator=generator, temperature=args.temperature,
                              top_k=args.top_k, top_p=args.top_p)[0][0]
-        path = args.output if len(args.text) == 1 else f"{stem}-{i}{suffix or '.wav'}"
-        tmp = f"{path}.tmp{suffix or '.wav'}"
+        tmp = f"{path}.tmp{suffix}"
         audio.save(tmp, vocode(mel, generator=torch.Generator().manual_seed(args.seed)))
         os.replace(tmp, path)  # a reader never sees half a file
         print(path, flush=True)
@@ -179,7 +201,8 @@ def main(argv=None):
     p.set_defaults(run=translate)
     p = commands.add_parser("synthesize", help="text -> speech (TTS), written as wav files")
     p.add_argument("--ckpt", required=True, help="a TTS LM checkpoint, e.g. out/tts/lm (flow and speaker beside it)")
-    p.add_argument("--text", action="append", required=True, help="text to speak (repeat for several)")
+    p.add_argument("--text", action="append", required=True,
+                   help="text to speak (repeat for several); digits, dates and the like are read as words")
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--voice", help="reference clip of the voice to speak in (wav, flac, ...)")
     who.add_argument("--speaker", help="a built-in eSpeak voice, accent+variant, e.g. en-us+f3")

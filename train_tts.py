@@ -3,7 +3,8 @@ Train a text-to-speech system from scratch (CosyVoice 2 in miniature), then eval
 models that never trained it.
 
     python train_tts.py                                  # tiny preset, built-in corpus, CPU
-    python train_tts.py --judge out/asr/stage1           # judge with the speech LLM of train_asr.py
+    python train_tts.py --judge ''                       # judge with this run's CTC ASR only (default: also
+                                                         # train_asr.py's speech LLM, out/asr/stage1, if there)
     python train_tts.py --preset small --device cuda     # one GPU
     python train_tts.py --data train.jsonl --eval test=test.jsonl   # manifests with a "speaker" field
     python sample.py synthesize --ckpt out/tts/lm --text "Hello there." --speaker en-us+f3 -o hello.wav
@@ -14,7 +15,8 @@ Stages, in the order they run (each checkpoints to <out>/<stage>; --resume conti
   flow        tokens + speaker embedding -> log-mel by conditional flow matching (tts/flow.py)
   lm          text -> speech tokens: llm.LLM + the KV-cached sampler, SFT (tts/token_lm.py)
   judge       the evaluation's own models: a CTC judge ASR and a second speaker encoder, other
-              seeds and sizes, trained on real audio only (the judge is skipped with --judge)
+              seeds and sizes, trained on real audio only (the speech LLM of train_asr.py, when
+              there, is the judge reported first)
   reward      RL's reward models, frozen during RL: a CTC reward ASR on real log-mel, and
               Token2Text on the tokenizer's tokens of real audio (tts/token2text.py)
   rl          RL of the LM by --rl: grpo (rewards on synthesised speech), diffro (gradients
@@ -49,7 +51,8 @@ from nanospeechrl.tokenizer import Tokenizer
 from nanospeechrl.trainer import train_stage
 from nanospeechrl.tts.corpora import load_tts_data, rl_items
 from nanospeechrl.tts.diffro import grpo_diffro_loss
-from nanospeechrl.tts.evaluate import ctc_model_transcriber, evaluate_run, judge_monitor
+from nanospeechrl.tts.evaluate import evaluate_run, judge_monitor
+from nanospeechrl.tts.judge import check_unseen, ctc_model_transcriber, default_judge
 from nanospeechrl.tts.flow import FlowConfig, TokenToMel
 from nanospeechrl.tts.rewards import TTS_REWARDS
 from nanospeechrl.tts.speaker import SpeakerConfig, SpeakerEncoder, embed_all
@@ -96,7 +99,7 @@ class TTSConfig:
     lm_steps: int = 1200  # LM SFT steps
     lm_dropout: float = 0.1  # LM dropout in SFT (its training sequences are few; always off in RL)
     lm_batch_tokens: int = 4000  # padded tokens per LM batch
-    judge: str = ""  # a train_asr.py checkpoint to judge with (stage0: CTC; stage1+: speech LLM); empty: train one
+    judge: str = "auto"  # the judge reported first: a train_asr.py speech LLM; auto: <out>/../asr/stage1 if it exists
     judge_steps: int = 1000  # judge CTC steps (when it is trained here)
     reward_steps: int = 600  # reward-ASR CTC steps
     t2t_steps: int = 600  # Token2Text CTC steps
@@ -166,7 +169,13 @@ def parse_args(argv=None):
         if stage in stages and missing:
             parser.error(f"{stage} needs the finished {missing[0]} checkpoint in {cfg.out}: run the stage that makes "
                          f"it, or point --out at a run that has it")
-    if cfg.judge and not os.path.exists(os.path.join(cfg.judge, "config.json")):
+    if cfg.judge == "auto":
+        cfg = replace(cfg, judge=default_judge(cfg.out))
+        print(f"judge: the speech LLM {cfg.judge} (train_asr.py), and this run's CTC judge" if cfg.judge else
+              f"judge: this run's CTC judge (no train_asr.py speech LLM in "
+              f"{os.path.join(os.path.dirname(os.path.normpath(cfg.out)), 'asr', 'stage1')}: run it first for the "
+              f"stronger judge)")
+    elif cfg.judge and not os.path.exists(os.path.join(cfg.judge, "config.json")):
         parser.error(f"--judge {cfg.judge}: no checkpoint there (expected e.g. out/asr/stage1 from train_asr.py)")
     return cfg, gcfg
 
@@ -410,6 +419,8 @@ def main(argv=None):
             tokenizer = Tokenizer.from_pretrained(cfg.llm_init) if cfg.llm_init else \
                 Tokenizer.train([ex.text for ex in run.train], vocab_size=cfg.vocab_size)
             tokenizer.save(path("tokenizer.json"))
+    if cfg.judge:  # a judge that trained on a dev or test text would flatter the TTS: refused before any training
+        check_unseen(cfg.judge, [ex.text for ex in run.dev[0]] + [it["text"] for v in run.voice_sets.values() for it in v])
     gen = torch.Generator().manual_seed(cfg.seed)
     common = dict(cfg=cfg, device=device, tokenizer=tokenizer, log=log, gen=gen)
     if "tokenizer" in stages:
@@ -426,8 +437,7 @@ def main(argv=None):
     if "lm" in stages:
         train_lm("lm", run, tokens, n_codes=n_codes, **common)
     if "judge" in stages:  # the evaluation's own models: nothing else trains on, selects or rewards with them
-        if not cfg.judge:
-            train_ctc("judge", cfg.seed + 1, cfg.judge_steps, run, **common)
+        train_ctc("judge", cfg.seed + 1, cfg.judge_steps, run, **common)
         scfg = SpeakerConfig(channels=192, n_layer=3, kernel=3, mean_norm=True,  # another architecture and seed
                              classes=tuple(len(c) for c in run.voice_classes))
         train_speaker("speaker_eval", scfg, cfg.seed + 1, run, **common)

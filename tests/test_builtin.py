@@ -26,15 +26,19 @@ def read(corpus, split):
 
 
 def test_splits_and_audio(corpus):
-    for split, n in zip(SPLITS, [10 + 2 + 1, 3, 3, 3, 1, 2, 2]):  # train: + 2 long rows + 1 no-speech row
+    for split, n in zip(SPLITS, [10 + 2 + 1, 3, 3, 3, 1, 2, 2, 1, 2]):  # train: + 2 long rows + 1 no-speech row
         rows = read(corpus, split)
         assert len(rows) == n
         for ex in rows:
             wav = audio.load(ex.audio)
             assert abs(len(wav) / audio.SAMPLE_RATE - ex.duration) < 0.01
             assert (0.05 < wav.abs().max() <= 1.0) or ex.no_speech
-    long = read(corpus, "test_long")[0]
-    assert 20.0 <= long.duration <= 30.0 and len(long.text.split()) >= 40
+    for split in ("test_long", "dev_long"):
+        long = read(corpus, split)[0]
+        assert 20.0 <= long.duration <= 30.0 and len(long.text.split()) >= 40, split
+    dev = {normalize(ex.text) for ex in read(corpus, "dev")}  # dev_long, dev_noisy: the dev sentences only
+    assert {normalize(s) for s in re.split(r"(?<=[.!?])\s+", read(corpus, "dev_long")[0].text)} <= dev
+    assert {normalize(ex.text) for ex in read(corpus, "dev_noisy")} <= dev
 
 
 def test_held_out_voices_and_texts(corpus):
@@ -43,7 +47,7 @@ def test_held_out_voices_and_texts(corpus):
     train_vars, heldout_vars, _ = voice_pools(TINY)
     assert {variant(ex) for ex in train} <= set(train_vars)
     assert TINY.test_accent not in {accent(ex) for ex in train}
-    for split in ["dev", "test", "test_long"]:  # unseen voice variants, seen accents
+    for split in ["dev", "test", "test_long", "dev_long", "dev_noisy"]:  # unseen voice variants, seen accents
         assert {variant(ex) for ex in read(corpus, split)} <= set(heldout_vars)
         assert {accent(ex) for ex in read(corpus, split)} <= set(synth.ACCENTS) - {TINY.test_accent}
     assert {accent(ex) for ex in read(corpus, "test_accent")} == {TINY.test_accent}

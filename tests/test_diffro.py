@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from nanospeechrl import rewards
+from nanospeechrl.grpo import GRPOConfig, keep_groups, policy_loss
 from nanospeechrl.llm import LLMConfig
 from nanospeechrl.sampler import sequence_logprobs
-from nanospeechrl.tts.diffro import diffro_loss, full_kl, gumbel, relax
+from nanospeechrl.tts.diffro import conditional_gumbel, diffro_loss, full_kl, grpo_diffro_loss, gumbel, relax
 from nanospeechrl.tts.rewards import TTS_REWARDS, duration
 from nanospeechrl.tts.token2text import Token2Text, Token2TextConfig
 from nanospeechrl.tts.token_lm import TokenLM, completion_logits, sample_tokens, token_logprobs
@@ -89,10 +90,37 @@ def test_diffro_raises_the_text_likelihood_of_the_tokens():
         opt.step()
     after = expected_reward()
     assert after > before + 1.0, (before, after)
-    # with a strong KL the policy stays at the reference instead
-    logits2 = torch.zeros(1, 4, 6, requires_grad=True)
-    loss, m = diffro_loss(logits2, torch.zeros(1, 4, 6), mask, text_logprob, beta=0.1, generator=g)
-    assert m["diffro/kl"] == 0 and math.isfinite(loss.item())
+    # the same training with a strong KL keeps the policy near the reference (uniform logits here)
+    kl_free = full_kl(logits, torch.zeros(1, 4, 6), mask).sum().item()
+    held = torch.zeros(1, 4, 6, requires_grad=True)
+    opt, g = torch.optim.Adam([held], lr=0.1), torch.Generator().manual_seed(0)
+    for _ in range(100):
+        loss, metrics = diffro_loss(held, torch.zeros(1, 4, 6), mask, text_logprob, beta=5.0, generator=g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    kl_held = full_kl(held, torch.zeros(1, 4, 6), mask).sum().item()
+    assert kl_held < 0.25 * kl_free and kl_free > 1.0, (kl_held, kl_free)
+
+
+def test_conditional_gumbel_is_a_fresh_draw_given_its_argmax():
+    """relax(logits, tokens=k): the forward value is one_hot(k) exactly, and the soft sample it
+    differentiates has the distribution of a fresh Gumbel-softmax sample whose argmax is k."""
+    logits = torch.tensor([1.0, 0.0, -1.0, 0.5])
+    n, k = 40000, 1
+    z = conditional_gumbel(logits.expand(n, 4), torch.full((n,), k), torch.Generator().manual_seed(0))
+    assert z.argmax(-1).eq(k).all()
+    fresh = logits + gumbel((8 * n, 4), torch.Generator().manual_seed(1))
+    fresh = fresh[fresh.argmax(-1) == k]  # rejection: the fresh draws that chose k
+    assert len(fresh) > 2000
+    assert torch.allclose(z.softmax(-1).mean(0), fresh.softmax(-1).mean(0), atol=0.01)
+    assert torch.allclose(z.mean(0), fresh.mean(0), atol=0.05)
+    tokens = torch.tensor([[3, 0], [2, 2]])
+    x = torch.randn(2, 2, 4, requires_grad=True)
+    one_hot = relax(x, tokens=tokens, generator=torch.Generator().manual_seed(2))
+    assert one_hot.equal(torch.nn.functional.one_hot(tokens, 4).float())
+    (one_hot * torch.randn(2, 2, 4)).sum().backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
 def test_diffro_relaxes_speech_tokens_only_but_kl_covers_eos():
@@ -134,3 +162,47 @@ def test_completion_logits_match_the_sampler_and_sequence_logprobs():
     mine = token_logprobs(logits, rollout.tokens, rollout.lengths)
     theirs = sequence_logprobs(lm, lm.embed_prompts(prompts), None, rollout.tokens, rollout.lengths)
     assert torch.allclose(mine, theirs, atol=1e-5) and torch.allclose(mine, rollout.logprobs, atol=1e-5)
+
+
+def test_grpo_diffro_loss_is_grpo_plus_diffro_on_the_positive_advantage_rows():
+    """The combined update's loss: GRPO's policy loss over every kept row plus DiffRO's loss over
+    the rows diffro_rows selects (the filter: positive advantage), DiffRO relaxing the rollout's
+    own tokens; each part equal to the function it is built from."""
+    torch.manual_seed(0)
+    lm = TokenLM(LLMConfig(vocab_size=6 + 1 + 20, n_layer=1, n_head=2, n_kv_head=1, n_embd=16, max_seq_len=64),
+                 6).eval()
+    t2t = tiny_token2text()
+    prompts = [[7, 8, 9, 10], [7, 11, 10]]
+    rollout, _ = sample_tokens(lm, prompts, 3.0, num_samples=2, generator=torch.Generator().manual_seed(1))
+    mask = (torch.arange(rollout.tokens.shape[1])[None] < rollout.lengths[:, None]).float()
+    advantages = torch.tensor([[1.0, -1.0], [-0.5, 0.5]])
+    batch = keep_groups(rollout.tokens, rollout.lengths, mask, advantages, torch.zeros(4, dtype=torch.bool),
+                        torch.ones(2, dtype=torch.bool), 2)
+    ref_logits = completion_logits(lm, prompts, batch.tokens, batch.lengths).detach() + 0.1 * torch.randn(4, 1, 7)
+    labels = [[1, 2], [3], [4, 1], [2, 2, 3]]
+    cfg, positive = GRPOConfig(num_generations=2, beta=0.1), batch.advantages > 0
+    assert positive.tolist() == [True, False, False, True]
+
+    def combined(use_grpo, rows, seed=5):
+        return grpo_diffro_loss(lm, t2t, prompts, batch, ref_logits, [], labels, use_grpo, rows, 0.1, cfg,
+                                torch.Generator().manual_seed(seed))
+
+    logits = completion_logits(lm, prompts, batch.tokens, batch.lengths)
+    logp = token_logprobs(logits, batch.tokens, batch.lengths)
+    grpo_only, _ = policy_loss(logp, logp.detach(), token_logprobs(ref_logits, batch.tokens, batch.lengths),
+                               batch.advantages, batch.mask, cfg)
+    speech = batch.mask * (batch.tokens != lm.eos_id)
+    targets = torch.tensor([c for i in (0, 3) for c in labels[i]])
+    target_lens = torch.tensor([len(labels[i]) for i in (0, 3)])
+    diffro_only, _ = diffro_loss(
+        logits[positive], ref_logits[positive], speech[positive],
+        lambda one_hot, m: t2t.logprob_of_text(one_hot, m.sum(1).long(), targets, target_lens), 0.1,
+        torch.Generator().manual_seed(5), lm.n_codes, batch.tokens[positive])
+    loss, metrics = combined(True, torch.zeros(4, dtype=torch.bool))
+    assert torch.allclose(loss, grpo_only, atol=1e-6) and "diffro/rows" not in metrics
+    loss, metrics = combined(False, positive)
+    assert torch.allclose(loss, diffro_only, atol=1e-5) and metrics["diffro/rows"] == 0.5
+    loss, metrics = combined(True, positive)
+    assert torch.allclose(loss, grpo_only + diffro_only, atol=1e-5) and metrics["kl"] >= 0
+    everything, _ = combined(False, torch.ones(4, dtype=torch.bool))  # both-nofilter: every row
+    assert not torch.allclose(everything, diffro_only)

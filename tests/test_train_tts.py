@@ -91,7 +91,8 @@ def test_every_stage_checkpoints_and_the_evaluation_reports(full_run):
     assert {x["split"] for x in evals} == {"training voices", "held-out voices"}
     assert len(evals) == 2 * (4 + 2 * 3)  # per voice set: a, b, c-mel, c-wav; d-mel, d-wav of SFT, control, rl
     for x in evals:
-        assert x["n"] == 8 if x["split"] == "training voices" else 4  # the held-out voice's 2 extra clips: cond, ref
+        # training voices: 4 test texts x 2 voices; held out: the voice's 6 clips, each with 5 others for cond and ref
+        assert x["n"] == (8 if x["split"] == "training voices" else 6)
         assert 0 <= x["cer"] and -1 <= x["similarity"] <= 1 and x["duration_ratio"] > 0
         if x["model"].startswith("(d)"):
             assert 0 <= x["capped"] <= 1 and x["reward_asr_cer"] >= 0 and x["token2text_cer"] >= 0
@@ -152,6 +153,82 @@ def test_killed_mid_stage_resumes_to_the_same_weights(corpus, tmp_path, monkeypa
     rl = lambda run: [{k: v for k, v in r.items() if not k.startswith(("time", "resident"))}  # noqa: E731
                       for r in read_metrics(run) if r["stage"] == "rl-both"]
     assert rl(whole) == rl(split)  # the same rewards, losses and KL, step for step
+    sft, tuned = load_file(whole / "lm" / "model.safetensors"), load_file(whole / "rl-both" / "model.safetensors")
+    assert any("loss" in r for r in rl(whole)) and any(not sft[k].equal(tuned[k]) for k in sft)  # RL did update
+
+
+def test_rl_changes_the_lm_and_no_other_model(full_run, tmp_path, monkeypatch):
+    """tts_rl's updates reach the LM only: the flow, the speaker encoder, the reward ASR and
+    Token2Text stay bit-identical, and the reference is the SFT model throughout."""
+    import shutil
+    out = tmp_path / "out"
+    shutil.copytree(full_run[0], out, ignore=shutil.ignore_patterns("rl-*", "lm-control", "samples"))
+    module, seen = load_train_tts(), {}
+
+    def snapshot(models):
+        return {n: {k: v.detach().clone() for k, v in m.state_dict().items()} for n, m in models.items()}
+
+    def spy(items, tts, reward_asr, token2text, *args, **kwargs):
+        models = {"lm": tts.lm, "flow": tts.flow, "speaker": tts.speaker, "reward_asr": reward_asr,
+                  "token2text": token2text}
+        seen["before"] = snapshot(models)
+        real(items, tts, reward_asr, token2text, *args, **kwargs)
+        seen["after"] = snapshot(models)
+
+    real = module.tts_rl
+    monkeypatch.setattr(module, "tts_rl", spy)
+    monkeypatch.chdir(full_run[0].parent)
+    module.main([*map(str, data_args(full_run[0].parent)), *TINY, "--out", str(out), "--stages", "rl",
+                 "--rl-lr", "1e-3", "--no-evaluate"])
+    before, after = seen["before"], seen["after"]
+    for name in ("flow", "speaker", "reward_asr", "token2text"):
+        assert [k for k in before[name] if not before[name][k].equal(after[name][k])] == [], name
+    assert any(not before["lm"][k].equal(after["lm"][k]) for k in before["lm"])
+    assert any("loss" in r for r in read_metrics(out) if r["stage"] == "rl-both")
+
+
+@pytest.fixture(scope="module")
+def asr_judge(corpus):
+    """A tiny random train_asr.py speech LLM (the stronger judge's kind), trained on texts that are
+    not the TTS test's; and one whose training manifest holds a TTS test text."""
+    import torch
+    from dataclasses import asdict
+    from nanospeechrl.asr.speechlm import ProjectorConfig, SpeechLM
+    from nanospeechrl.checkpoint import save_checkpoint
+    from nanospeechrl.encoder import EncoderConfig
+    from nanospeechrl.llm import LLM, LLMConfig
+    from nanospeechrl.tokenizer import Tokenizer
+    tok = Tokenizer.train(["alpha beta gamma", "delta"] * 4, vocab_size=300)
+    enc = EncoderConfig(d_model=32, n_layer=1, n_head=2, conv_kernel=3, conv_channels=8, dropout=0.0)
+    llm = LLMConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_kv_head=1, n_embd=32, max_seq_len=256)
+    torch.manual_seed(0)
+    model = SpeechLM(enc, LLM(llm), ProjectorConfig(stack=2))
+    paths = {}
+    for name, text in (("clean", "alpha beta gamma"), ("leaky", "the cat sat")):
+        manifest = corpus / f"judge-{name}.jsonl"
+        manifest.write_text(json.dumps({"audio": "train-en+m3-0.wav", "text": text}) + "\n")
+        config = {"train": {"data": str(manifest)}, "encoder": asdict(enc), "llm": asdict(llm), "projector": {"stack": 2}}
+        save_checkpoint(corpus / f"judge-{name}", model, config, tok)
+        paths[name] = corpus / f"judge-{name}"
+    return paths
+
+
+def test_rl_watches_its_judge_cer_with_a_speech_llm_judge(full_run, asr_judge, tmp_path):
+    """--rl-eval-every with --judge <speech LLM>: the curve is the speech LLM's CER, logged from
+    step -1 (the SFT model) on; a judge that trained on a test text is refused at start-up."""
+    import shutil
+    out = tmp_path / "out"
+    shutil.copytree(full_run[0], out, ignore=shutil.ignore_patterns("rl-*", "lm-control", "samples"))
+    corpus = full_run[0].parent
+    r = train_tts(*data_args(corpus), *TINY, "--out", out, "--stages", "rl", "--no-evaluate", "--judge",
+                  asr_judge["clean"], "--rl-eval-every", "1", cwd=corpus)
+    assert r.returncode == 0, r.stderr[-3000:]
+    cers = [x["judge_cer"] for x in read_metrics(out) if x["stage"] == "rl-both" and "judge_cer" in x]
+    assert len(cers) == 4 and all(c >= 0 for c in cers)  # steps -1, 0, 1, 2
+    r = train_tts(*data_args(corpus), *TINY, "--out", tmp_path / "o2", "--stages", "tokenizer", "--judge",
+                  asr_judge["leaky"], cwd=corpus)
+    assert r.returncode != 0 and "holds 1 of the" in r.stderr and "'the cat sat'" in r.stderr
+    assert not (tmp_path / "o2" / "tokenizer").exists()
 
 
 def test_a_stage_without_its_inputs_is_a_start_up_error(corpus, tmp_path):

@@ -21,15 +21,28 @@ from nanospeechrl.asr.speechlm import prompt_ids
 from nanospeechrl.builtin.corpus import TASK_SPLITS, CorpusConfig, build_corpus, sft_rows
 from nanospeechrl.tokenizer import Tokenizer
 
+DEV_ONLY = ("dev_long", "dev_noisy")  # built-in splits evaluated only when --splits names them
 SPEECH_TO_TEXT = ("asr", "sqa", "ast")  # the tasks of tokenizer.TASKS that train_asr.py trains
 # --task -> the built-in corpora it trains on: one task, or "mix" of all of them
 TASK_CORPORA = {**{task: [task] for task in SPEECH_TO_TEXT}, "mix": list(SPEECH_TO_TEXT)}
 
 
+def builtin_corpora(cfg):
+    """The built-in corpora a run of this config trains on: [(task, CorpusConfig, training rows
+    before the RL hold-out)]. cfg: a TrainConfig, or anything with its fields (a checkpoint's)."""
+    sizes = {"asr": cfg.n_train, "sqa": cfg.n_sqa, "ast": cfg.n_ast}
+    out = []
+    for task in TASK_CORPORA[cfg.task]:
+        n_eval = cfg.n_test if task == "asr" else cfg.n_test_understanding
+        corpus = CorpusConfig(task=task, seed=cfg.seed, n_train=sizes[task] + cfg.rl_holdout, n_dev=n_eval,
+                              n_test=n_eval, long_frac=cfg.long_frac)
+        out.append((task, corpus, sft_rows(corpus, sizes[task])))
+    return out
+
+
 def load_data(cfg):
     """-> (train examples, RL hold-out examples, {eval name: examples}, skipped Counter)."""
     if cfg.data == "builtin":
-        sizes = {"asr": cfg.n_train, "sqa": cfg.n_sqa, "ast": cfg.n_ast}
         names = {(task, split): f"{task}/{split}" if cfg.task == "mix" else split
                  for task in TASK_CORPORA[cfg.task] for split in TASK_SPLITS[task][1:]}
         wanted = [name for name in cfg.splits.split(",") if name]
@@ -37,14 +50,12 @@ def load_data(cfg):
             raise SystemExit(f"--splits {cfg.splits!r}: no built-in split {', '.join(set(wanted) - set(names.values()))}"
                              f"; choose from {', '.join(names.values())}")
         train_spec, specs = [], {}
-        for task in TASK_CORPORA[cfg.task]:
-            n_eval = cfg.n_test if task == "asr" else cfg.n_test_understanding
-            corpus = CorpusConfig(task=task, seed=cfg.seed, n_train=sizes[task] + cfg.rl_holdout, n_dev=n_eval,
-                                  n_test=n_eval, long_frac=cfg.long_frac)
+        for task, corpus, n_sft in builtin_corpora(cfg):
             root = build_corpus(corpus)
-            train_spec.append((os.path.join(root, "train.jsonl"), sft_rows(corpus, sizes[task])))
+            train_spec.append((os.path.join(root, "train.jsonl"), n_sft))
             for split in TASK_SPLITS[task][1:]:
-                default = cfg.task != "mix" or split in ("test", "test_accent")  # mix: tests only, to keep it short
+                # mix: tests only, to keep it short; dev_long / dev_noisy (choosing RL settings) on request
+                default = (cfg.task != "mix" or split in ("test", "test_accent")) and split not in DEV_ONLY
                 if (names[task, split] in wanted) if wanted else default:
                     specs[names[task, split]] = os.path.join(root, f"{split}.jsonl")
     else:

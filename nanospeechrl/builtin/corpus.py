@@ -14,6 +14,8 @@ Splits (voice = "<accent>+<variant>", see synth.py):
     test_noisy   the test sentences again, other held-out voices, in a room with noise or babble at
                  0-15 dB SNR, some band-limited (asr only; augment.py)
     no_speech    silence and noise, nothing said: the transcript must be empty (asr only)
+    dev_long, dev_noisy  test_long and test_noisy made of the dev sentences (asr only): where RL
+                 settings are chosen, so that nothing is chosen on a test split
     test_seen    the test sentences spoken by training voices (tts only: zero-shot vs seen voices)
 No sentence of a dev/test split occurs in train (grammar.split_texts guarantees it). The asr train
 split also holds, interleaved so that its first n rows are the same whatever its size: long rows
@@ -36,12 +38,12 @@ import torch
 from nanospeechrl import augment
 from nanospeechrl.builtin import synth, tasks
 from nanospeechrl.audio import SAMPLE_RATE, save
-from nanospeechrl.builtin.grammar import sentence, split_texts
+from nanospeechrl.builtin.grammar import passage, sentence, split_texts
 
-SPLITS = ["train", "dev", "test", "test_accent", "test_long", "test_noisy", "no_speech"]
+SPLITS = ["train", "dev", "test", "test_accent", "test_long", "test_noisy", "no_speech", "dev_long", "dev_noisy"]
 # tts: the asr sentences; test_seen speaks the test sentences again with training voices
 TASK_SPLITS = {"asr": SPLITS, "sqa": SPLITS[:4], "ast": SPLITS[:4], "tts": SPLITS[:3] + ["test_seen"]}
-CORPUS_VERSION = 3  # bump when the rendering below changes, so old corpora are not reused
+CORPUS_VERSION = 4  # bump when the rendering below changes, so old corpora are not reused
 
 
 @dataclass
@@ -92,11 +94,25 @@ def _items(cfg):
         return tasks.split_task_texts(cfg.task, cfg.seed, cfg.n_train, cfg.n_dev, cfg.n_test, cfg.n_test_accent)
     texts = split_texts(cfg.seed, cfg.n_train, cfg.n_dev, cfg.n_test, cfg.n_test_accent, cfg.n_test_long)
     texts["test_seen"], texts["test_noisy"], texts["no_speech"] = texts["test"], texts["test"][:cfg.n_test_noisy], []
+    texts["dev_noisy"], texts["dev_long"] = texts["dev"][:cfg.n_test_noisy], _dev_passages(texts["dev"], cfg)
     items = {split: [{"text": t} for t in texts[split]] for split in TASK_SPLITS[cfg.task]}
     if cfg.task == "asr":
         items["no_speech"] = [{"text": "", "kind": "no_speech"} for _ in range(cfg.n_no_speech)]
         items["train"] = _with_extra_rows(items["train"], cfg)
     return items
+
+
+def _dev_passages(dev, cfg):
+    """dev_long: n_test_long passages of 55-85 words made of dev sentences (a shuffled deck, dealt
+    again when it runs out), so no sentence outside dev is used up."""
+    rng, deck = random.Random(f"{cfg.seed}/dev_long"), []
+
+    def deal(_):
+        if not deck:
+            deck.extend(rng.sample(dev, len(dev)))
+        return deck.pop()
+
+    return [passage(rng, 55, 85, draw=deal) for _ in range(cfg.n_test_long)] if dev else []
 
 
 def _with_extra_rows(rows, cfg):
@@ -127,8 +143,9 @@ def _jobs(cfg):
     pools = {"train": (accents, train_vars), "dev": (accents, heldout_vars), "test": (accents, heldout_vars),
              "test_accent": ([cfg.test_accent], train_vars), "test_long": (accents, heldout_vars),
              "test_seen": (accents, train_vars), "test_noisy": (accents, heldout_vars),
-             "no_speech": (accents, heldout_vars)}
-    seconds = {"test_long": cfg.long_seconds, **({"train": (0.0, 30.0)} if cfg.task == "asr" else {})}  # long rows
+             "no_speech": (accents, heldout_vars), "dev_long": (accents, heldout_vars),
+             "dev_noisy": (accents, heldout_vars)}
+    seconds = {"test_long": cfg.long_seconds, "dev_long": cfg.long_seconds, **({"train": (0.0, 30.0)} if cfg.task == "asr" else {})}  # long rows
     jobs = {}
     for split in TASK_SPLITS[cfg.task]:
         rng = random.Random(f"{cfg.seed}-{split}")  # a split's voices don't depend on other splits' sizes
@@ -146,8 +163,9 @@ def _jobs(cfg):
             if item.get("kind") == "no_speech":  # silence (-90..-60 dB peak) or noise
                 job.update(no_speech=True, seconds=rng.uniform(1.0, 8.0), row={"text": "", "no_speech": True},
                            gain_db=rng.uniform(-90.0, -60.0) if rng.random() < 0.5 else rng.uniform(-40.0, 0.0))
-            elif split == "test_noisy" or (split == "train" and cfg.task == "asr" and rng.random() < cfg.degrade_frac):
-                job["degrade"] = _conditions(rng, harsh=split == "test_noisy")
+            elif split in ("test_noisy", "dev_noisy") or (split == "train" and cfg.task == "asr" and
+                                                          rng.random() < cfg.degrade_frac):
+                job["degrade"] = _conditions(rng, harsh=split != "train")
                 job["babble"] = [(sentence(rng), f"{rng.choice(split_accents)}+{rng.choice(split_vars)}")
                                  for _ in range(rng.randint(2, 4))]
             jobs[split].append(job)

@@ -6,7 +6,7 @@ token distributions directly, so its gradient reaches the LM's logits.
 
     tokens   = a sequence the policy sampled (its rollout), fed back with teacher forcing
     logits   = policy(prompt + tokens)              one distribution per speech-token position
-    one_hot  = relax(logits)                        straight-through Gumbel-softmax, tau = 1
+    one_hot  = relax(logits, tokens)                straight-through Gumbel-softmax, tau = 1
     reward   = log P(text | one_hot @ E)            E: Token2Text's token-embedding table
     loss     = (-reward + beta * sum_t KL(pi_t || pi_ref_t)) / n_tokens
 
@@ -16,6 +16,16 @@ softmax((logits + g) / tau), which is how the reward's preference for other toke
 the logits. The KL is exact, summed over the whole vocabulary at every position, not the
 single-sample k3 estimate GRPO uses. DiffRO cannot teach when to stop (the positions are the
 rollout's): GRPO's duration reward and the length cap cover that.
+
+Which hard tokens: the rollout's own. A fresh Gumbel draw at each position would score a
+sequence nobody sampled: with GRPO + DiffRO, the rows GRPO scored (and kept for a positive
+advantage) would not be the sequences DiffRO scores, and the teacher-forced prefix would not
+be the relaxed sequence's own. So the hard value is the rollout's token, and the Gumbel noise
+is drawn conditioned on that token being the argmax (`conditional_gumbel`: the top-down
+construction of Maddison et al. 2014, as in Paulus et al. 2020's Gumbel-Rao estimator). When
+the rollout sampled at temperature 1 from every token, as TTS RL does, the pair (hard, soft) has
+exactly the distribution of a fresh draw's, so DiffRO alone loses nothing; at another
+temperature or with top-k it is the same estimator conditioned on the token the policy chose.
 """
 import torch
 import torch.nn.functional as F
@@ -43,11 +53,25 @@ class _StraightThrough(torch.autograd.Function):
         return None, grad
 
 
-def relax(logits, tau=1.0, generator=None):
+def conditional_gumbel(logits, tokens, generator=None):
+    """logits + Gumbel noise, conditioned on argmax = tokens: (..., V) logits, (...) token ids ->
+    (..., V) perturbed logits z with z.argmax(-1) == tokens, distributed as logits + g given that
+    event. The maximum of logits + g is Gumbel(logsumexp(logits)) and independent of where it is;
+    every other entry is logits + g' truncated below that maximum. Differentiable in logits."""
+    logits = logits.float()
+    top = logits.logsumexp(-1, keepdim=True) + gumbel(logits.shape[:-1] + (1,), generator, logits.device)
+    below = -torch.logaddexp(-top, -(logits + gumbel(logits.shape, generator, logits.device)))
+    return torch.where(F.one_hot(tokens, logits.shape[-1]).bool(), top, below)
+
+
+def relax(logits, tau=1.0, generator=None, tokens=None):
     """Straight-through Gumbel-softmax: (..., V) logits -> (..., V) one-hot. Forward: exactly
-    one_hot(argmax(logits + g)); backward: the gradient of softmax((logits + g) / tau)."""
-    soft = ((logits.float() + gumbel(logits.shape, generator, logits.device)) / tau).softmax(dim=-1)
-    hard = F.one_hot(soft.argmax(dim=-1), logits.shape[-1]).to(soft.dtype)
+    one_hot(argmax(logits + g)), or one_hot(tokens) when given (g then drawn conditioned on it);
+    backward: the gradient of softmax((logits + g) / tau)."""
+    z = logits.float() + gumbel(logits.shape, generator, logits.device) if tokens is None else \
+        conditional_gumbel(logits, tokens, generator)
+    soft = (z / tau).softmax(dim=-1)
+    hard = F.one_hot(soft.argmax(dim=-1) if tokens is None else tokens, logits.shape[-1]).to(soft.dtype)
     return _StraightThrough.apply(hard, soft)
 
 
@@ -57,13 +81,16 @@ def full_kl(logits, ref_logits, mask):
     return (logp.exp() * (logp - ref)).sum(-1) * mask
 
 
-def diffro_loss(logits, ref_logits, mask, text_logprob_fn, beta=0.1, generator=None, n_relaxed=None):
+def diffro_loss(logits, ref_logits, mask, text_logprob_fn, beta=0.1, generator=None, n_relaxed=None, tokens=None):
     """The DiffRO loss of N teacher-forced sequences. logits, ref_logits (N, L, V) of the policy
     and the frozen reference at the L speech-token positions; mask (N, L) 1 on real positions;
     text_logprob_fn(one_hot (N, L, n_relaxed), mask) -> (N,) log P(text | tokens) (Token2Text,
     frozen); n_relaxed: relax only the first n_relaxed entries (the speech tokens, not EOS),
-    while the KL covers the whole vocabulary. -> (loss, metrics)."""
-    one_hot = relax(logits[..., :n_relaxed], 1.0, generator)
+    while the KL covers the whole vocabulary; tokens (N, L): the sequences the logits were
+    teacher-forced on, the hard values (None: a fresh draw). -> (loss, metrics)."""
+    if tokens is not None:  # positions past the speech tokens (EOS, padding) are masked: any id there
+        tokens = torch.where(mask.bool(), tokens, 0).clamp(max=logits[..., :n_relaxed].shape[-1] - 1)
+    one_hot = relax(logits[..., :n_relaxed], 1.0, generator, tokens)
     reward = text_logprob_fn(one_hot, mask)  # (N,)
     kl = full_kl(logits, ref_logits, mask).sum(1)  # (N,)
     n = mask.sum(1).clamp(min=1)
@@ -96,7 +123,7 @@ def grpo_diffro_loss(lm, token2text, prompts, batch, ref_logits, old, labels, us
             return token2text.logprob_of_text(one_hot, mask.sum(1).long(), targets, target_lens)
 
         d_loss, d_metrics = diffro_loss(logits[rows], ref_logits[rows], speech[rows], text_logprob, beta,
-                                        generator, lm.n_codes)
+                                        generator, lm.n_codes, batch.tokens[rows])  # the rollout's own tokens
         loss, metrics = loss + d_loss, {"kl": d_metrics["diffro/kl"], **metrics, **d_metrics,  # GRPO's kl if any
                                         "diffro/rows": rows.float().mean().item()}
     return loss, metrics

@@ -23,31 +23,13 @@ import tempfile
 import torch
 
 from nanospeechrl import audio
-from nanospeechrl.data import map_batches
-from nanospeechrl.encoder import ctc_greedy_decode, ctc_text
 from nanospeechrl.metrics import bootstrap_wer_diff, error_counts
 from nanospeechrl.tts.corpora import SEEN
+from nanospeechrl.tts.judge import ctc_model_transcriber, ctc_transcriber, load_judges
 from nanospeechrl.tts.speaker import embed_all, label_parts
-from nanospeechrl.checkpoint import read_config
 from nanospeechrl.tts.synthesis import load_model, load_tts, vocode
 from nanospeechrl.tts.token2text import transcribe_tokens
 from nanospeechrl.tts.tokens import codebook_usage, tokenize_all
-
-def ctc_transcriber(model_fn, batch_size, device):
-    """model_fn(feats, lengths) -> (CTC logits, lengths)  =>  transcribe(feats list) -> greedy texts."""
-    def run(b):
-        logits, lens = model_fn(b["feats"], b["feat_lens"])
-        return [ctc_text(ids) for ids in ctc_greedy_decode(logits.float(), lens)]
-    return lambda feats: map_batches(run, feats, batch_size, device)
-
-
-def speech_llm_judge(path, batch_size, device):
-    """A train_asr.py speech-LLM checkpoint as the judge (greedy decoding)."""
-    from nanospeechrl.asr.evaluate import transcribe_all
-    from nanospeechrl.asr.speechlm import load_speechlm
-    model, tokenizer = load_speechlm(path, device)
-    return lambda feats: transcribe_all(model, tokenizer, feats, device, batch_size, 160)
-
 
 def report_tokenizer(model, examples, feats, batch_size, device, log):
     """CTC WER/CER of the tokenizer on dev, through its bottleneck, and how much of the codebook it uses."""
@@ -130,13 +112,15 @@ def synthesize_items(tts, items, voices, batch_size, steps, seed, sampling, devi
     return tokens, capped, mels
 
 
-def report_tts(set_name, items, models, speech_tok, judge, speaker_eval, device, batch_size, steps, seed, log,
+def report_tts(set_name, items, models, speech_tok, judges, speaker_eval, device, batch_size, steps, seed, log,
                sampling=None, sample_dir=None, reward_asr=None, token2text=None, baseline=None):
     """Rows a, b, c (of the first model's flow) and d of every model in models [(name, TTS)] for
     one voice set: printed, logged, d compared with (a) and, when `baseline` names one of the
-    models, every other model's d with the baseline's (paired bootstrap, WER and CER). With
-    reward_asr (feats -> texts) and token2text (token lists -> texts), d rows also carry the
-    reward models' own CER on the same speech: its gap to the judge's is reward hacking."""
+    models, every other model's d with the baseline's (paired bootstrap, WER and CER, by the
+    first of judges [(name, feats -> texts)]; the others' WER and CER beside it as
+    "<name>/wer"). With reward_asr (feats -> texts) and token2text (token lists -> texts), d rows
+    also carry the reward models' own CER on the same speech: its gap to the judge's is reward
+    hacking."""
     gen = torch.Generator().manual_seed(seed)
     refs, real = [it["text"] for it in items], [it["feats"] for it in items]
     ref_emb = embed_all(speaker_eval, [it["ref"] for it in items], batch_size, device)
@@ -159,14 +143,18 @@ def report_tts(set_name, items, models, speech_tok, judge, speaker_eval, device,
                 rows[title] = (wavs,) + source[1:]
         if sample_dir:
             write_samples(sample_dir, set_name.replace(" ", "_"), items, rows, models[0][0])
-    print(f"== TTS, {set_name} ({len(items)} test texts)")
+    print(f"== TTS, {set_name} ({len(items)} test texts; judge: {judges[0][0]})")
+    (_, judge), others = judges[0], judges[1:]
     hyps, real_frames = {title: judge(row[0]) for title, row in rows.items()}, sum(len(f) for f in real)
     for title, (feats, tokens, capped) in rows.items():
         r = error_counts(refs, hyps[title])
         sims = (embed_all(speaker_eval, feats, batch_size, device) * ref_emb).sum(-1)
-        result = {"stage": "eval", "model": title, "split": set_name, "wer": r["wer"], "cer": r["cer"],
-                  "ins": r["ins"], "del": r["del"], "similarity": sims.mean().item(),
+        result = {"stage": "eval", "model": title, "split": set_name, "judge": judges[0][0], "wer": r["wer"],
+                  "cer": r["cer"], "ins": r["ins"], "del": r["del"], "similarity": sims.mean().item(),
                   "duration_ratio": sum(len(f) for f in feats) / real_frames, "n": len(items)}
+        for name, other in others:
+            r2 = error_counts(refs, other(feats))
+            result.update({f"{name}/wer": r2["wer"], f"{name}/cer": r2["cer"]})
         if capped is not None:
             result["capped"] = sum(capped) / len(capped)
             if reward_asr is not None:
@@ -186,8 +174,8 @@ def report_tts(set_name, items, models, speech_tok, judge, speaker_eval, device,
             notes.append(f"CER - {short} {100 * result[key]:+.1f} [{100 * result[key + '/low']:+.1f}, "
                          f"{100 * result[key + '/high']:+.1f}]")
         log(result)
-        extra = "".join(f"  {k} {100 * result[k]:.1f}%" for k in ("capped", "reward_asr_cer", "token2text_cer")
-                        if k in result)
+        extra = "".join(f"  {k} {100 * result[k]:.1f}%" for k in ("capped", "reward_asr_cer", "token2text_cer",
+                                                                   *(f"{n}/cer" for n, _ in others)) if k in result)
         print(f"{title:34s} WER {100 * r['wer']:5.1f}%  CER {100 * r['cer']:5.1f}%  sim {result['similarity']:.3f}  "
               f"dur x{result['duration_ratio']:.2f}{extra}  " + "  ".join(notes))
     return hyps
@@ -218,12 +206,6 @@ def write_samples(folder, name, items, rows, model, n=3):
     plt.close(fig)
 
 
-def ctc_model_transcriber(model, batch_size, device):
-    """A CTC ModuleDict {"encoder", "head"} (the judge, the reward ASR) -> transcribe(feats list)."""
-    return ctc_transcriber(lambda f, n: (lambda h, m: (model["head"](h), m))(*model["encoder"](f, n)), batch_size,
-                           device)
-
-
 def evaluate_run(run, cfg, device, log, tts_models, baseline=None):
     """Everything train_tts.py reports, each by a model that did not train what it judges, as far
     as the run has the checkpoints for it. tts_models: [(name, checkpoint dir)] of text-to-token
@@ -248,17 +230,15 @@ def evaluate_run(run, cfg, device, log, tts_models, baseline=None):
         token2text = lambda tokens: transcribe_tokens(t2t, tokens, batch, device)  # noqa: E731
         report_ctc("token2text", lambda feats: token2text(tokenize_all(speech_tok, feats, batch, device)), *run.dev,
                    log)
-    if not (tts_models and have("speaker_eval") and (cfg.judge or have("judge"))):
+    judges = load_judges(cfg, device)
+    if not (tts_models and have("speaker_eval") and judges):
         return print("evaluation: the TTS rows need the lm, judge and speaker_eval checkpoints; not scored")
-    if cfg.judge and "llm" in read_config(cfg.judge):
-        judge = speech_llm_judge(cfg.judge, batch, device)
-    else:
-        judge = ctc_model_transcriber(load_model(cfg.judge or os.path.join(out, "judge")).to(device), batch, device)
-    print(f"judge: {cfg.judge or os.path.join(out, 'judge')}; similarity: {os.path.join(out, 'speaker_eval')}")
+    print(f"judges: {', '.join(n for n, _ in judges)} ({cfg.judge or os.path.join(out, 'judge')} first); "
+          f"similarity: {os.path.join(out, 'speaker_eval')}")
     models = [(name, load_tts(path).to(device)) for name, path in tts_models]
     for set_name, items in run.voice_sets.items():
         if items:
-            report_tts(set_name, items, models, speech_tok, judge, model("speaker_eval"), device, batch,
+            report_tts(set_name, items, models, speech_tok, judges, model("speaker_eval"), device, batch,
                        cfg.euler_steps, cfg.seed, log, eval_sampling(cfg), os.path.join(out, "samples"),
                        reward_asr, token2text, baseline)
 
@@ -278,9 +258,8 @@ def report_ctc(name, transcribe, examples, feats, log):
 def judge_monitor(run, items, cfg, device):
     """For --rl-eval-every: tts -> the judge's CER on 64 dev texts, each in a training voice (a
     curve to watch stability by; nothing is selected or rewarded with it)."""
-    judge = ctc_model_transcriber(load_model(cfg.judge or os.path.join(cfg.out, "judge")).to(device), cfg.eval_batch,
-                                  device)
-    texts = [ex.text for ex in run.dev[0][:64]]
+    judge = load_judges(cfg, device)[0][1]  # the evaluation's first judge
+    texts = [ex.text for ex in run.dev[0][:min(64, len(items))]]  # each with an RL item's voice
     conds = [it["cond"] for it in items[:len(texts)]]
 
     def cer(tts):

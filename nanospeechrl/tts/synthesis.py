@@ -2,20 +2,23 @@
 Text + a voice -> speech: the trained TTS pieces put together, and loading them from a run.
 
     tts = load_tts("out/tts/lm")                       # the LM checkpoint; flow and speaker beside it
-    voice = tts.voice([log_mel(load("ref.wav"))])      # (1, dim) speaker embedding of a reference clip
+    voice = tts.voice([load_reference("ref.wav")])     # (1, dim) the voice of a reference clip
     mels, capped = tts.synthesize(["Hello there."], voice)
     wav = vocode(mels[0])                              # Griffin-Lim: what a person hears
 
-The LM samples speech tokens (temperature 1 by default, as it was trained to be sampled), the
-flow model turns them into log-mel conditioned on the voice, Griffin-Lim into a waveform. A
-text too long for the LM's context is split into sentences, each spoken on its own.
+The text is read through the front end first (tts/text_front.py: digits, times, dates, money and
+abbreviations become words; text it cannot say is refused). The LM samples speech tokens
+(temperature 1 by default, as it was trained to be sampled), the flow model turns them into
+log-mel conditioned on the voice, Griffin-Lim into a waveform. A text too long for the LM's
+context is split into sentences, each spoken on its own.
 """
+import math
 import re
 from pathlib import Path
 
 import torch
 
-from nanospeechrl.audio import griffin_lim, mel_to_linear
+from nanospeechrl.audio import SAMPLE_RATE, AudioError, griffin_lim, load, log_mel, mel_to_linear
 from nanospeechrl.checkpoint import load_checkpoint, read_config
 from nanospeechrl.data import collate, pad_ids
 from nanospeechrl.llm import LLMConfig
@@ -23,9 +26,12 @@ from nanospeechrl.rewards import normalize
 from nanospeechrl.tokenizer import Tokenizer
 from nanospeechrl.tts.flow import FOLD, FlowConfig, TokenToMel
 from nanospeechrl.tts.speaker import SpeakerConfig, SpeakerEncoder
+from nanospeechrl.tts.text_front import speakable
 from nanospeechrl.tts.token_lm import TokenLM, length_caps, sample_tokens, speech_tokens
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+MIN_REFERENCE_SECONDS = 0.5  # the voice encoders pool over time: a shorter clip shows too little of the voice
+SILENCE_DBFS = -50.0  # a reference clip whose loudest sample is quieter than this holds no voice
 
 
 class TTS:
@@ -50,9 +56,11 @@ class TTS:
         return self.flow.voice(self.speaker(f, n), f, n)
 
     def pieces(self, text):
-        """A text -> the prompts it is spoken as: itself, or its sentences when it is too long for the LM."""
-        if not normalize(text):
-            raise ValueError(f"nothing to say in {text!r}: the text has no words")
+        """A text -> the texts it is spoken as, read through the front end ("Dr. Smith paid $5." ->
+        "Doctor Smith paid five dollars."): the whole, or its sentences when it is too long for the
+        LM. A ValueError (one line) when it has no words, holds characters the model cannot say, or
+        has a sentence too long to fit."""
+        text = speakable(text)  # before splitting: "Dr." must not end a sentence
         budget = self.lm.config.max_seq_len
 
         def fits(t):
@@ -70,7 +78,8 @@ class TTS:
 
     @torch.no_grad()
     def tokens(self, texts, temperature=1.0, top_k=0, top_p=1.0, generator=None):
-        """Texts (each fitting the LM) -> (speech-token lists, capped (N,) bool)."""
+        """Texts (each fitting the LM) -> (speech-token lists, capped (N,) bool). The front end is
+        applied in the prompt (token_lm.prompt_ids), so "42" is read as "forty two" here too."""
         prompts = [self.lm.prompt(self.tokenizer, t) for t in texts]
         rollout, capped = sample_tokens(self.lm, prompts, self.max_ratio, temperature=temperature, top_k=top_k,
                                         top_p=top_p, generator=generator)
@@ -93,6 +102,22 @@ class TTS:
             mels.append(torch.cat(pieces))
             capped.append(bool(cut.any()))
         return mels, capped
+
+
+def load_reference(path):
+    """A reference clip of the voice to speak in -> its log-mel (T, 80); an AudioError (a ValueError
+    whose message starts with the path) when it cannot be read, is too short, or is silence."""
+    wav = load(path)
+    seconds = len(wav) / SAMPLE_RATE
+    if seconds < MIN_REFERENCE_SECONDS:
+        raise AudioError(f"{path}: {seconds:.2f} s is too short for a reference clip: it needs at least "
+                         f"{MIN_REFERENCE_SECONDS} s of the voice speaking")
+    peak = wav.abs().max().item()
+    if peak < 10 ** (SILENCE_DBFS / 20):
+        level = f"{20 * math.log10(peak):.0f} dBFS" if peak > 0 else "all zeros"
+        raise AudioError(f"{path}: the reference clip is silence (peak {level}, below {SILENCE_DBFS:.0f} dBFS): "
+                         f"it must hold the voice speaking")
+    return log_mel(wav)
 
 
 def vocode(mel, n_iter=32, generator=None, peak=0.9):
@@ -133,7 +158,11 @@ def load_model(path, map_location="cpu"):
 def load_tts(path, map_location="cpu"):
     """A text-to-token LM checkpoint (<run>/lm or an RL stage after it) -> TTS, in eval mode. The
     flow model and speaker encoder come from the run directory (config.json names them)."""
-    config = read_config(path)
+    try:
+        config = read_config(path)
+    except FileNotFoundError as e:  # no directory, or one without a checkpoint in it
+        raise ValueError(f"{path}: not a TTS checkpoint ({e}); synthesize needs <tts run>/lm or a TTS RL "
+                         f"stage, e.g. out/tts/lm") from e
     if "token_lm" not in config:
         raise ValueError(f"{path}: not a TTS checkpoint (no 'token_lm' in config.json); synthesize needs "
                          f"<tts run>/lm or a TTS RL stage, e.g. out/tts/lm")

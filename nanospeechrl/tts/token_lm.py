@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from nanospeechrl.llm import LLM
 from nanospeechrl.sampler import Rollout, generate, left_pad
+from nanospeechrl.tts.text_front import spoken
 
 
 class TokenLM(LLM):
@@ -58,8 +59,11 @@ class TokenLM(LLM):
 
 def prompt_ids(tokenizer, text, n_codes):
     """Text -> [<tts>][text tokens][<bos>] as ids of an LM with n_codes speech tokens (text ids
-    shifted past them and EOS)."""
-    return [n_codes + 1 + i for i in [tokenizer.task_id("tts")] + tokenizer.encode(text) + [tokenizer.bos_id]]
+    shifted past them and EOS). The text is read through the front end first ("42" -> "forty two";
+    text_front.spoken, the identity on text already in words): training, RL, evaluation and
+    synthesis all build their prompts here, so they all read a number the same way."""
+    ids = tokenizer.encode(spoken(text))
+    return [n_codes + 1 + i for i in [tokenizer.task_id("tts")] + ids + [tokenizer.bos_id]]
 
 
 def completion_logits(lm, prompts, tokens, lengths):
