@@ -43,11 +43,11 @@ from nanospeechrl.devices import Phases, autocast
 from nanospeechrl.encoder import (CTC_CHARS, FRAMES_PER_SECOND, CTCHead, Encoder, EncoderConfig, ctc_labels, ctc_loss,
                                   encode_all)
 from nanospeechrl.grpo import (GRPOConfig, completion_mask, group_advantages, grpo_update, keep_groups,
-                               rollout_metrics, stop_if_diverging, tied_groups, with_reference_rows)
+                               rollout_metrics, Watchdog, tied_groups, with_reference_rows)
 from nanospeechrl.llm import LLM, LLMConfig
 from nanospeechrl.pretrained import load_pretrained_into, pretrained_config
 from nanospeechrl.rewards import TASK_REWARDS, normalize, parse_rewards, score_tasks
-from nanospeechrl.trainer import train_stage
+from nanospeechrl.trainer import mean_loss, train_stage
 
 
 @dataclass
@@ -81,7 +81,9 @@ class TrainConfig:
     stack: int = 2  # encoder frames per LLM audio embedding
     freeze_encoder: bool = True  # stages 1-2 train projector + LLM on the stage-0 encoder's outputs
     ctc_steps: int = 3000  # stage 0 steps
-    sft_steps: int = 4000  # stage 1 steps
+    sft_steps: int = 4000  # stage 1 steps (at most: early stopping may end it sooner)
+    dev_every: int = 400  # stage 1: steps between dev-loss evaluations (the built-in dev splits, 200 items a task)
+    patience: int = 3  # stage 1 stops after this many evaluations without a lower dev loss, best weights kept (0: off)
     lr: float = 2e-3  # peak learning rate (AdamW, warmup then cosine to lr / 10)
     batch_frames: int = 6000  # padded feature frames per batch (100 frames = 1 s)
     spec_augment: bool = False  # SpecAugment time and frequency masks on the log-mel in training
@@ -235,9 +237,17 @@ def sft(name, init, n, run, ctc, model_fn, cfg, device, ckpt_config, tokenizer, 
     model.encoder.requires_grad_(not cfg.freeze_encoder)
     model.ctc_head.requires_grad_(False)
     feats, prompts, targets = run.feats[:n], run.prompts, run.targets
-    hidden = None  # a frozen encoder's outputs, computed once (not needed if the stage is done)
+    dev_ex, dev_feats, dev_prompts, dev_targets = run.dev
+    hidden = dev_hidden = None  # a frozen encoder's outputs, computed once (not needed if the stage is done)
     if cfg.freeze_encoder and not resumed:
         hidden = encode_all(model.encoder, feats, cfg.eval_batch, device)
+    if cfg.freeze_encoder and dev_feats and "steps" in schedule and not resumed:
+        dev_hidden = encode_all(model.encoder, dev_feats, cfg.eval_batch, device)
+
+    def dev_step(idx):  # batch indices -> cross-entropy on dev targets, no augmentation
+        b = data.to_batch(dev_hidden, idx, device) if dev_hidden else data.to_batch(dev_feats, idx, device)
+        audio = model.projector(b["feats"], b["feat_lens"]) if dev_hidden else model.encode(b["feats"], b["feat_lens"])
+        return model.sft_loss_from_audio(*audio, [dev_prompts[i] for i in idx], [dev_targets[i] for i in idx])
 
     def sft_step(idx):  # batch indices -> cross-entropy on the target tokens
         if hidden is not None:  # frozen encoder: its cached output through the (trained) projector
@@ -249,8 +259,10 @@ def sft(name, init, n, run, ctc, model_fn, cfg, device, ckpt_config, tokenizer, 
             audio = model.encode(b["feats"], b["feat_lens"])
         return model.sft_loss_from_audio(*audio, [prompts[i] for i in idx], [targets[i] for i in idx])
 
+    dev_loss = (lambda: mean_loss(dev_step, [len(f) for f in dev_feats], cfg.batch_frames,
+                                  lambda idx: sum(len(dev_targets[i]) for i in idx))) if dev_feats else None
     train_stage(name, model, sft_step, [len(f) for f in feats], cfg, device, ckpt_config, tokenizer, log, gen,
-                units=lambda idx: sum(len(targets[i]) for i in idx), **schedule)  # a mean over target tokens
+                units=lambda idx: sum(len(targets[i]) for i in idx), dev_loss=dev_loss, **schedule)  # a token mean
 
 
 # ----------------------------------------------------------------------------- stage 2
@@ -268,6 +280,7 @@ def grpo(name, model, tokenizer, examples, feats, prompts, cfg, gcfg, device, ck
     opt = torch.optim.AdamW(policy.parameters(), lr=cfg.rl_lr, betas=(0.9, 0.99), weight_decay=0.0)
     phases = Phases(device, {"encoder": model.encoder, "policy": policy, "reference": reference}, opt)
     gen = torch.Generator(device).manual_seed(cfg.seed + 7919 * distributed.rank())  # torchrun: each rank its own
+    watchdog = Watchdog(name, path, gcfg)
     step, cursor, elapsed, bad = 0, [0, 0], setup_seconds, 0  # elapsed: stage 1b gets as much time
     if cfg.resume and os.path.exists(os.path.join(path, "state.json")):
         state = load_checkpoint(path, model, opt)["state"]
@@ -322,7 +335,7 @@ def grpo(name, model, tokenizer, examples, feats, prompts, cfg, gcfg, device, ck
             row.update(metrics or {"nonfinite_loss": bad})
         row.update(phases.stats, time=time.time() - t0)
         log(row)
-        stop_if_diverging(bad, name, step, path)
+        watchdog.check(row, step)
         if (step + 1) % cfg.rl_ckpt_every == 0 or step == cfg.rl_steps - 1:
             state = {"step": step + 1, "cursor": cursor, "done": step == cfg.rl_steps - 1,
                      "elapsed": time.time() - t0, "rollout_rng": gen.get_state().tolist()}

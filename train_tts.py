@@ -43,12 +43,12 @@ from nanospeechrl.cli import add_config_flags, build_configs, start_run
 from nanospeechrl.devices import Phases, autocast
 from nanospeechrl.encoder import CTC_CHARS, CTCHead, Encoder, EncoderConfig, ctc_loss
 from nanospeechrl.grpo import (GRPOConfig, group_advantages, keep_groups, rollout_metrics, safe_step,
-                               stop_if_diverging, tied_groups)
+                               Watchdog, tied_groups)
 from nanospeechrl.llm import LLMConfig
 from nanospeechrl.pretrained import load_pretrained_into, pretrained_config
 from nanospeechrl.rewards import parse_rewards, score
 from nanospeechrl.tokenizer import Tokenizer
-from nanospeechrl.trainer import train_stage
+from nanospeechrl.trainer import mean_loss, train_stage
 from nanospeechrl.tts.corpora import load_tts_data, rl_items
 from nanospeechrl.tts.diffro import grpo_diffro_loss
 from nanospeechrl.tts.evaluate import evaluate_run, judge_monitor
@@ -96,7 +96,9 @@ class TTSConfig:
     n_embd: int = 256  # LM width
     llm_init: str = ""  # a Llama / Qwen2 checkpoint directory: the LM starts from it (its shape), with its tokenizer
     lm_layers: int = 4  # LM blocks
-    lm_steps: int = 1200  # LM SFT steps
+    lm_steps: int = 1200  # LM SFT steps (at most: early stopping may end it sooner)
+    dev_every: int = 200  # LM SFT: steps between dev-loss evaluations (the dev utterances' tokens)
+    patience: int = 3  # LM SFT stops after this many evaluations without a lower dev loss, best weights kept (0: off)
     lm_dropout: float = 0.1  # LM dropout in SFT (its training sequences are few; always off in RL)
     lm_batch_tokens: int = 4000  # padded tokens per LM batch
     judge: str = "auto"  # the judge reported first: a train_asr.py speech LLM; auto: <out>/../asr/stage1 if it exists
@@ -242,17 +244,18 @@ def train_flow(run, tokens, voices, cfg, device, tokenizer, log, gen, n_codes):
                 log, gen, steps=cfg.flow_steps)
 
 
-def lm_data(run, tokens, tokenizer, n_codes):
+def lm_data(examples, tokens, tokenizer, n_codes):
     """(prompts, targets) of the LM's SFT: text -> the tokenizer's tokens of its audio + EOS."""
-    prompts = [prompt_ids(tokenizer, ex.text, n_codes) for ex in run.train]
+    prompts = [prompt_ids(tokenizer, ex.text, n_codes) for ex in examples]
     return prompts, [t + [n_codes] for t in tokens]
 
 
-def train_lm(name, run, tokens, cfg, device, tokenizer, log, gen, n_codes, **schedule):
-    """Stage lm: SFT of the text-to-token LM on (text, the tokenizer's tokens of its audio); with
-    schedule = seconds + lr_fn + init_opt, the control: SFT continued from the lm checkpoint."""
+def train_lm(name, run, tokens, cfg, device, tokenizer, log, gen, n_codes, dev_tokens=None, **schedule):
+    """Stage lm: SFT of the text-to-token LM on (text, the tokenizer's tokens of its audio), early
+    stopping on the dev utterances' (dev_tokens); with schedule = seconds + lr_fn + init_opt, the
+    control: SFT continued from the lm checkpoint."""
     torch.manual_seed(cfg.seed)
-    prompts, targets = lm_data(run, tokens, tokenizer, n_codes)
+    prompts, targets = lm_data(run.train, tokens, tokenizer, n_codes)
     if schedule.get("init_opt"):  # the control starts from the SFT model, and keeps its config
         config = read_config(schedule["init_opt"])
         lm = TokenLM(LLMConfig(**config["llm"]), n_codes).to(device)
@@ -273,9 +276,16 @@ def train_lm(name, run, tokens, cfg, device, tokenizer, log, gen, n_codes, **sch
         config = {"llm": asdict(llm_cfg), "token_lm": {"n_codes": n_codes, "max_ratio": max_ratio, "flow": "flow",
                                                        "speaker": "speaker"}, "train": asdict(cfg)}
         schedule = {"steps": cfg.lm_steps}
+    dev_loss = None
+    if dev_tokens:
+        dev_prompts, dev_targets = lm_data(run.dev[0], dev_tokens, tokenizer, n_codes)
+        dev_loss = lambda: mean_loss(lambda idx: lm.sft_loss([dev_prompts[i] for i in idx],  # noqa: E731
+                                                             [dev_targets[i] for i in idx]),
+                                     [len(p) + len(t) for p, t in zip(dev_prompts, dev_targets)], cfg.lm_batch_tokens,
+                                     lambda idx: sum(len(dev_targets[i]) for i in idx))
     train_stage(name, lm, lambda idx: lm.sft_loss([prompts[i] for i in idx], [targets[i] for i in idx]),
                 [len(p) + len(t) for p, t in zip(prompts, targets)], cfg, device, config, tokenizer, log, gen,
-                batch_frames=cfg.lm_batch_tokens, **schedule)
+                batch_frames=cfg.lm_batch_tokens, dev_loss=dev_loss, **schedule)
 
 
 def train_ctc(name, seed, steps, run, cfg, device, tokenizer, log, gen):
@@ -317,6 +327,7 @@ def tts_rl(items, tts, reward_asr, token2text, cfg, gcfg, device, log, monitor=N
     phases = Phases(device, {"policy": lm, "flow": tts.flow, "reward": scorers, "reference": reference,
                              "token2text": token2text}, opt)
     gen, cpu_gen = torch.Generator(device).manual_seed(cfg.seed), torch.Generator().manual_seed(cfg.seed)
+    watchdog = Watchdog(name, path, gcfg)
     step, cursor, elapsed, bad = 0, [0, 0], setup_seconds, 0  # elapsed: the control gets as much time
     if cfg.resume and os.path.exists(os.path.join(path, "state.json")):
         state = load_checkpoint(path, lm, opt)["state"]
@@ -397,7 +408,7 @@ def tts_rl(items, tts, reward_asr, token2text, cfg, gcfg, device, log, monitor=N
             t0 += time.time() - t_watch  # watching is not training: the control's time budget leaves it out
         row.update(phases.stats, time=time.time() - t0)
         log(row)
-        stop_if_diverging(bad, name, step, path)
+        watchdog.check(row, step)
         if (step + 1) % cfg.rl_ckpt_every == 0 or step == cfg.rl_steps - 1:
             state = {"step": step + 1, "cursor": cursor, "done": step == cfg.rl_steps - 1, "elapsed": time.time() - t0,
                      "rollout_rng": gen.get_state().tolist(), "flow_rng": cpu_gen.get_state().tolist()}
@@ -435,7 +446,8 @@ def main(argv=None):
         voices = embed_all(load_model(path("speaker")).to(device), run.feats, cfg.eval_batch, device)
         train_flow(run, tokens, voices, n_codes=n_codes, **common)
     if "lm" in stages:
-        train_lm("lm", run, tokens, n_codes=n_codes, **common)
+        dev_tokens = tokenize_all(speech_tok, run.dev[1], cfg.eval_batch, device)
+        train_lm("lm", run, tokens, n_codes=n_codes, dev_tokens=dev_tokens, **common)
     if "judge" in stages:  # the evaluation's own models: nothing else trains on, selects or rewards with them
         train_ctc("judge", cfg.seed + 1, cfg.judge_steps, run, **common)
         scfg = SpeakerConfig(channels=192, n_layer=3, kernel=3, mean_norm=True,  # another architecture and seed

@@ -50,6 +50,8 @@ class GRPOConfig:
     mask_truncated_completions: bool = False  # drop completions that hit max_new_tokens without EOS
     filter_zero_std: bool = True  # drop groups whose rewards are all equal (no learning signal)
     off_policy: str = "none"  # none | reference: one group member is the reference answer
+    max_kl: float = 2.0  # stop the run after 3 steps in a row with a per-token KL to the reference above this
+    min_entropy: float = 1e-3  # stop the run after 3 steps in a row with rollout entropy (nats/token) below this
 
     def __post_init__(self):
         for name, value, allowed in (("loss_type", self.loss_type, LOSS_TYPES),
@@ -231,12 +233,30 @@ def grpo_update(logprobs_fn, parameters, optimizer, batch, ref_logprobs, cfg):
     return safe_step(loss_fn, parameters, optimizer, cfg.num_iterations)
 
 
-def stop_if_diverging(bad, name, step, path):
-    """Three non-finite losses or gradients in a row (their updates were skipped) stop the run,
-    with the last good checkpoint named."""
-    if bad >= 3:
-        raise SystemExit(f"{name}: {bad} non-finite losses or gradients in a row (step {step}); their updates "
-                         f"were skipped. Last good checkpoint: {path}. Try a lower --rl-lr or --beta.")
+class Watchdog:
+    """Stops an RL run that diverges, naming the setting to change: 3 steps in a row with a
+    non-finite loss or gradient (their updates were skipped), with the KL to the reference above
+    cfg.max_kl, or with the rollouts' entropy below cfg.min_entropy (collapse: every sample alike)."""
+
+    def __init__(self, name, path, cfg, patience=3):
+        self.name, self.path, self.cfg, self.patience, self.runs = name, path, cfg, patience, {}
+
+    def check(self, row, step):
+        """row: the step's metrics (grpo_update's, rollout_metrics'). Raises SystemExit, or returns."""
+        signs = {"nonfinite": "nonfinite_loss" in row, "kl": row.get("kl", 0.0) > self.cfg.max_kl,
+                 "entropy": row.get("entropy", float("inf")) < self.cfg.min_entropy}
+        self.runs = {k: self.runs.get(k, 0) + 1 if bad else 0 for k, bad in signs.items()}
+        why = {"nonfinite": ("non-finite losses or gradients; their updates were skipped", "a lower --rl-lr or --beta"),
+               "kl": (f"steps with KL to the reference above --max-kl {self.cfg.max_kl} (now {row.get('kl')})",
+                      "a lower --rl-lr or a higher --beta"),
+               "entropy": (f"steps with rollout entropy below --min-entropy {self.cfg.min_entropy} "
+                           f"(now {row.get('entropy')}): the samples have collapsed",
+                           "a lower --rl-lr, a higher --beta or --temperature")}
+        for kind, n in self.runs.items():
+            if n >= self.patience:
+                what, fix = why[kind]
+                raise SystemExit(f"{self.name}: {n} {what} in a row (step {step}). Last good checkpoint: {self.path}. "
+                                 f"Try {fix}.")
 
 
 def rollout_metrics(rewards, parts, tied, off_policy, rollout, lengths, truncated):

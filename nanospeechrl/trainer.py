@@ -7,8 +7,11 @@ tqdm, a metrics row every cfg.log_every steps and an atomic checkpoint every cfg
 steps. It runs a number of steps, or for a time budget (an equal-time control). With
 cfg.resume it continues exactly where a killed run stopped: model, optimizer, data cursor,
 RNGs and the augmentation generator all come back from the checkpoint.
+With a dev-loss function it stops early: every cfg.dev_every steps the loss on a dev set is
+measured, the best weights so far are kept in <out>/<name>-best, and after cfg.patience
+evaluations without a lower dev loss the stage ends, its checkpoint holding the best weights.
 `cfg` is the script's config: any object with out, lr, resume, seed, batch_frames,
-log_every and ckpt_every. Under torchrun each rank trains on its shard of every batch and the
+log_every and ckpt_every (and dev_every, patience for early stopping). Under torchrun each rank trains on its shard of every batch and the
 gradients are summed over ranks (distributed.py); the loss logged is rank 0's.
 """
 import itertools
@@ -21,7 +24,7 @@ from tqdm import tqdm
 
 from nanospeechrl import distributed
 from nanospeechrl.checkpoint import load_checkpoint, restore_rng, save_checkpoint
-from nanospeechrl.data import batches_forever
+from nanospeechrl.data import SHAPE_MULTIPLE, batches_forever, bucket_batches
 from nanospeechrl.devices import autocast
 
 
@@ -33,8 +36,51 @@ def lr_at(step, total, peak):
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup))))
 
 
+@torch.no_grad()
+def mean_loss(loss_fn, lengths, batch_frames, units=len):
+    """The mean of loss_fn(batch indices) over a whole set, batched by length, weighted by units."""
+    total = count = 0.0
+    for idx in bucket_batches(lengths, batch_frames, shuffle=False, multiple=SHAPE_MULTIPLE):
+        n = units(idx)
+        total, count = total + loss_fn(idx).float().item() * n, count + n
+    return total / max(count, 1)
+
+
+class EarlyStopping:
+    """Dev loss every `every` steps; the best weights kept in `best_path`; stop after `patience`
+    evaluations without a lower dev loss. Its state rides in the stage's checkpoint, so a resumed
+    run continues mid-patience exactly."""
+
+    def __init__(self, dev_loss, every, patience, best_path):
+        self.dev_loss, self.every, self.patience, self.best_path = dev_loss, every, patience, best_path
+        self.best, self.best_step, self.stale = float("inf"), 0, 0
+
+    def state(self):
+        return {"best": self.best, "best_step": self.best_step, "stale": self.stale}
+
+    def load(self, state):
+        self.best, self.best_step, self.stale = state["best"], state["best_step"], state["stale"]
+
+    def check(self, model, step, save_best):
+        """After `step` steps: measure, keep the weights if best (save_best()) -> a reason to stop, or None."""
+        model.eval()
+        with autocast(next(model.parameters()).device):
+            loss = self.dev_loss()
+        model.train()
+        if loss < self.best:
+            self.best, self.best_step, self.stale = loss, step, 0
+            save_best()
+        else:
+            self.stale += 1
+        self.last = loss
+        if self.stale >= self.patience:
+            return (f"dev loss has not improved for {self.stale} evaluations ({self.stale * self.every} steps); "
+                    f"best {self.best:.4f} at step {self.best_step}")
+        return None
+
+
 def train_stage(name, model, loss_fn, lengths, cfg, device, ckpt_config, tokenizer, log, gen, steps=None,
-                seconds=None, lr_fn=None, init_opt=None, batch_frames=None, units=len):
+                seconds=None, lr_fn=None, init_opt=None, batch_frames=None, units=len, dev_loss=None):
     """Train `model` on loss_fn(batch indices) for `steps` steps, or for `seconds` of training
     time (then lr_fn is required: a schedule over an unknown number of steps), checkpointing
     to <cfg.out>/<name>. lengths: each item's length in frames, for batching. gen: the
@@ -42,7 +88,9 @@ def train_stage(name, model, loss_fn, lengths, cfg, device, ckpt_config, tokeniz
     init_opt: a checkpoint whose optimizer state (AdamW moments) a fresh start continues from.
     batch_frames: the padded length budget of a batch (default cfg.batch_frames).
     units(batch indices): how many units loss_fn's mean is over (default: items; tokens for a
-    token-level mean), so that under torchrun the ranks' shards add up to the whole batch's mean."""
+    token-level mean), so that under torchrun the ranks' shards add up to the whole batch's mean.
+    dev_loss() -> float: the dev set's loss (mean_loss), for early stopping (steps mode, with
+    cfg.patience > 0); the final checkpoint then holds the best weights, its state says why it stopped."""
     if (steps is None) == (seconds is None) or (seconds is not None and lr_fn is None):
         raise ValueError("train_stage: give steps, or seconds and an lr_fn")
     path = os.path.join(cfg.out, name)
@@ -50,6 +98,9 @@ def train_stage(name, model, loss_fn, lengths, cfg, device, ckpt_config, tokeniz
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, betas=(0.9, 0.98),
                             weight_decay=0.01)
     step, cursor, elapsed = 0, [0, 0], 0.0
+    stopper = None
+    if dev_loss is not None and steps is not None and getattr(cfg, "patience", 0) > 0:
+        stopper = EarlyStopping(dev_loss, cfg.dev_every, cfg.patience, f"{path}-best")
     if cfg.resume and os.path.exists(os.path.join(path, "state.json")):
         state = load_checkpoint(path, model, opt)["state"]
         step, cursor, elapsed = state["step"], state["cursor"], state.get("elapsed", 0.0)
@@ -58,6 +109,8 @@ def train_stage(name, model, loss_fn, lengths, cfg, device, ckpt_config, tokeniz
         if state.get("done"):
             print(f"{name}: already done ({step} steps), skipping")
             return
+        if stopper and "early_stopping" in state:
+            stopper.load(state["early_stopping"])
         print(f"{name}: resuming at step {step}")
     elif init_opt:
         load_checkpoint(init_opt, optimizer=opt)
@@ -88,9 +141,23 @@ def train_stage(name, model, loss_fn, lengths, cfg, device, ckpt_config, tokeniz
         if step % cfg.log_every == 0 or last:
             log({"stage": name, "step": step, "loss": loss.item(), "grad_norm": grad_norm.item(),
                  "lr": opt.param_groups[0]["lr"], "epoch": cursor[0], "time": time.time() - t0})
+        stopped = None
+        if stopper and ((step + 1) % stopper.every == 0 or last):
+            stopped = stopper.check(model, step + 1, lambda: save_checkpoint(stopper.best_path, model, ckpt_config))
+            log({"stage": name, "step": step, "dev_loss": stopper.last, "best_dev_loss": stopper.best,
+                 "best_step": stopper.best_step, "time": time.time() - t0})
+            last = last or stopped is not None
         if (step + 1) % cfg.ckpt_every == 0 or last:
             state = {"step": step + 1, "cursor": cursor, "done": last, "elapsed": time.time() - t0,
                      "augment_rng": gen.get_state().tolist()}
+            if stopper:
+                state["early_stopping"] = stopper.state()
+            if stopper and last:  # the stage's weights are its best on dev
+                load_checkpoint(stopper.best_path, model)
+                state["stopped"] = stopped or f"the last step; dev loss still {stopper.last:.4f} (best {stopper.best:.4f} at step {stopper.best_step})"
+                print(f"{name}: stopped after {step + 1} steps: {state['stopped']}; its checkpoint holds the "
+                      f"weights of step {stopper.best_step}")
+                log({"stage": name, "step": step, "stopped": state["stopped"], "best_step": stopper.best_step})
             save_checkpoint(path, model, ckpt_config, tokenizer, opt, state)
         if last:
             break

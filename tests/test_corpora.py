@@ -22,9 +22,9 @@ def test_manifest_holds_out_a_seeded_random_subset(tmp_path):
     (tmp_path / "train.jsonl").write_text("\n".join(rows) + "\n")
     (tmp_path / "dev.jsonl").write_text(rows[0] + "\n")
     cfg = config(data=str(tmp_path / "train.jsonl"), eval=f"dev={tmp_path / 'dev.jsonl'}")
-    train, rl, _, _ = load_data(cfg)
+    train, rl, *_ = load_data(cfg)
     assert [ex.text for ex in train] == [f"utterance {i}" for i in range(10)] and rl == []  # default: as listed
-    train, rl, _, _ = load_data(config(**{**vars(cfg), "rl_holdout": 3}))
+    train, rl, *_ = load_data(config(**{**vars(cfg), "rl_holdout": 3}))
     texts, held = [ex.text for ex in train], [ex.text for ex in rl]
     assert len(texts) == 7 and len(held) == 3 and sorted(texts + held) == sorted(f"utterance {i}" for i in range(10))
     assert held != [f"utterance {i}" for i in range(7, 10)]  # a random subset, not the tail (LibriSpeech: speakers)

@@ -333,3 +333,23 @@ def test_grpo_update_takes_any_logprob_function():
     snapshot = logits.detach().clone()
     assert grpo.grpo_update(lambda: logprobs_fn() * float("nan"), [logits], opt, batch, None, cfg) is None
     assert logits.detach().equal(snapshot)
+
+
+def test_watchdog_stops_a_diverging_run_and_names_the_setting():
+    from nanospeechrl.grpo import Watchdog
+    cfg = GRPOConfig(max_kl=0.5, min_entropy=0.01)
+    dog = Watchdog("stage2", "out/asr/stage2", cfg)
+    for step, kl in enumerate([0.6, 0.7, 0.1, 0.8, 0.9]):  # a good step in between resets the count
+        dog.check({"kl": kl, "entropy": 1.0}, step)
+    with pytest.raises(SystemExit, match=r"3 steps with KL to the reference above --max-kl 0.5 .* higher --beta"):
+        dog.check({"kl": 3.0, "entropy": 1.0}, 5)
+    dog = Watchdog("rl-grpo", "out/tts/rl-grpo", cfg)
+    dog.check({"kl": 0.0, "entropy": 0.001}, 0)
+    dog.check({"kl": 0.0, "entropy": 0.001}, 1)
+    with pytest.raises(SystemExit, match="rollout entropy below --min-entropy 0.01 .*collapsed.*--temperature"):
+        dog.check({"kl": 0.0, "entropy": 0.0}, 2)
+    dog = Watchdog("rl-grpo", "out/tts/rl-grpo", cfg)
+    for step in range(2):
+        dog.check({"nonfinite_loss": step + 1, "entropy": 1.0}, step)
+    with pytest.raises(SystemExit, match="3 non-finite losses or gradients.*Last good checkpoint: out/tts/rl-grpo"):
+        dog.check({"nonfinite_loss": 3, "entropy": 1.0}, 2)

@@ -21,7 +21,8 @@ from nanospeechrl.asr.speechlm import prompt_ids
 from nanospeechrl.builtin.corpus import TASK_SPLITS, CorpusConfig, build_corpus, sft_rows
 from nanospeechrl.tokenizer import Tokenizer
 
-DEV_ONLY = ("dev_long", "dev_noisy")  # built-in splits evaluated only when --splits names them
+DEV_ONLY = ("dev_long", "dev_noisy")
+N_STOPPING = 200  # dev items per task for SFT's early stopping (a teacher-forced loss: cheap)  # built-in splits evaluated only when --splits names them
 SPEECH_TO_TEXT = ("asr", "sqa", "ast")  # the tasks of tokenizer.TASKS that train_asr.py trains
 # --task -> the built-in corpora it trains on: one task, or "mix" of all of them
 TASK_CORPORA = {**{task: [task] for task in SPEECH_TO_TEXT}, "mix": list(SPEECH_TO_TEXT)}
@@ -41,7 +42,8 @@ def builtin_corpora(cfg):
 
 
 def load_data(cfg):
-    """-> (train examples, RL hold-out examples, {eval name: examples}, skipped Counter)."""
+    """-> (train examples, RL hold-out examples, {eval name: examples}, skipped Counter, dev examples
+    for early stopping: the built-in dev splits' first N_STOPPING items per task, else --eval's dev)."""
     if cfg.data == "builtin":
         names = {(task, split): f"{task}/{split}" if cfg.task == "mix" else split
                  for task in TASK_CORPORA[cfg.task] for split in TASK_SPLITS[task][1:]}
@@ -49,9 +51,10 @@ def load_data(cfg):
         if set(wanted) - set(names.values()):
             raise SystemExit(f"--splits {cfg.splits!r}: no built-in split {', '.join(set(wanted) - set(names.values()))}"
                              f"; choose from {', '.join(names.values())}")
-        train_spec, specs = [], {}
+        train_spec, specs, stopping = [], {}, []
         for task, corpus, n_sft in builtin_corpora(cfg):
             root = build_corpus(corpus)
+            stopping += data.load_examples(os.path.join(root, "dev.jsonl"))[0][:N_STOPPING]
             train_spec.append((os.path.join(root, "train.jsonl"), n_sft))
             for split in TASK_SPLITS[task][1:]:
                 # mix: tests only, to keep it short; dev_long / dev_noisy (choosing RL settings) on request
@@ -59,7 +62,7 @@ def load_data(cfg):
                 if (names[task, split] in wanted) if wanted else default:
                     specs[names[task, split]] = os.path.join(root, f"{split}.jsonl")
     else:
-        train_spec, specs = [(cfg.data, None)], {}
+        train_spec, specs, stopping = [(cfg.data, None)], {}, None
     for item in filter(None, cfg.eval.split(",")):
         name, _, spec = item.partition("=")
         if not spec:
@@ -84,7 +87,9 @@ def load_data(cfg):
         random.Random(cfg.seed).shuffle(train)
         n = max(1, min(200, len(train) // 50))
         evals, train = {"heldout": train[:n]}, train[n:]
-    return train, rl, evals, skipped
+    if stopping is None:
+        stopping = evals.get("dev", evals.get("heldout", []))
+    return train, rl, evals, skipped, stopping
 
 
 class RunData(NamedTuple):
@@ -94,12 +99,13 @@ class RunData(NamedTuple):
     targets: list  # target ids + EOS of train + held_out
     prompts: list  # prompt ids ([<task>] + prompt tokens) of train + held_out
     evals: dict  # {split: (examples, feats)}
+    dev: tuple  # (examples, feats, prompts, targets): SFT's early stopping (empty lists: none)
 
 
 def load_run_data(cfg, max_frames):
     """-> (the run's Tokenizer, RunData): examples and log-mel features (cached beside --out) of
     the training, RL hold-out and eval sets, and every training utterance's target and prompt ids."""
-    train, held_out, evals, skipped = load_data(cfg)
+    train, held_out, evals, skipped, stopping = load_data(cfg)
     cache = os.path.join(os.path.dirname(cfg.out.rstrip("/")) or ".", "feature-cache")
     feats, train, bad = data.features(train, cache, cfg.skip_bad, max_frames)
     skipped.update(bad)
@@ -121,10 +127,16 @@ def load_run_data(cfg, max_frames):
         if n_cut:
             print(f"warning: {n_cut} prompts in {name} are longer than --max-prompt-tokens "
                   f"{cfg.max_prompt_tokens} and were truncated")
+    dev_feats, stopping, _ = data.features(stopping, cache, True, max_frames)
     everything = train + held_out
-    return tokenizer, RunData(train, held_out, feats + held_feats,
-                              [tokenizer.encode(ex.text) + [tokenizer.eos_id] for ex in everything],
-                              [prompt_ids(tokenizer, ex, cfg.max_prompt_tokens)[0] for ex in everything], evals)
+
+    def ids(examples):  # -> (prompt ids, target ids + EOS) of each example
+        return ([prompt_ids(tokenizer, ex, cfg.max_prompt_tokens)[0] for ex in examples],
+                [tokenizer.encode(ex.text) + [tokenizer.eos_id] for ex in examples])
+
+    prompts, targets = ids(everything)
+    return tokenizer, RunData(train, held_out, feats + held_feats, targets, prompts, evals,
+                              (stopping, dev_feats, *ids(stopping)))
 
 
 def run_tokenizer(cfg, train):
