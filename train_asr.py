@@ -45,6 +45,7 @@ from nanospeechrl.encoder import (CTC_CHARS, FRAMES_PER_SECOND, CTCHead, Encoder
 from nanospeechrl.grpo import (GRPOConfig, completion_mask, group_advantages, grpo_update, keep_groups,
                                rollout_metrics, Watchdog, tied_groups, with_reference_rows)
 from nanospeechrl.llm import LLM, LLMConfig
+from nanospeechrl.report import write_report
 from nanospeechrl.pretrained import load_pretrained_into, pretrained_config
 from nanospeechrl.rewards import TASK_REWARDS, normalize, parse_rewards, score_tasks
 from nanospeechrl.trainer import mean_loss, train_stage
@@ -116,7 +117,7 @@ PRESETS = {
 UNDERSTANDING = dict(rl_data="all", loss_type="dapo", beta=0.02)  # GRPO as in arXiv 2509.16990 (SEEDS.md B)
 TASK_DEFAULTS = {  # overrides per --task, applied before the preset's and the command line's
     "sqa": dict(out="out/sqa", **UNDERSTANDING), "ast": dict(out="out/ast", **UNDERSTANDING),
-    # mix: single-sentence ASR rows (long ones took over SFT's token-level loss: docs/RESULTS.md, issue 22)
+    # mix: single-sentence ASR rows (long ones took over SFT's token-level loss: docs/RESULTS.md, spoken QA and translation)
     "mix": dict(out="out/mix", n_train=4000, n_sqa=2000, n_ast=3000, ctc_steps=1300, sft_steps=3200, long_frac=0.0,
                 **UNDERSTANDING),
 }
@@ -379,6 +380,7 @@ def evaluate(evals, cfg, device, log):
 # ----------------------------------------------------------------------------- main
 
 def main(argv=None):
+    started = time.time()  # for the report card
     cfg, gcfg = parse_args(argv)
     device, log = start_run(cfg, gcfg)
     stages = cfg.stages.split(",")
@@ -420,6 +422,8 @@ def main(argv=None):
             sft_control(run, ctc, new_speechlm, gcfg, k, ckpt_config=ckpt_config, **{**common, "cfg": kcfg, "gen": gen_k})
     if cfg.evaluate and distributed.is_main():
         evaluate(run.evals, cfg, device, log)
+    if distributed.is_main():
+        print(f"report card: {write_report(cfg.out, 'train_asr.py', started)}")
     distributed.teardown()
 
 

@@ -45,6 +45,7 @@ from nanospeechrl.encoder import CTC_CHARS, CTCHead, Encoder, EncoderConfig, ctc
 from nanospeechrl.grpo import (GRPOConfig, group_advantages, keep_groups, rollout_metrics, safe_step,
                                Watchdog, tied_groups)
 from nanospeechrl.llm import LLMConfig
+from nanospeechrl.report import write_report
 from nanospeechrl.pretrained import load_pretrained_into, pretrained_config
 from nanospeechrl.rewards import parse_rewards, score
 from nanospeechrl.tokenizer import Tokenizer
@@ -418,6 +419,7 @@ def tts_rl(items, tts, reward_asr, token2text, cfg, gcfg, device, log, monitor=N
 # ----------------------------------------------------------------------------- main
 
 def main(argv=None):
+    started = time.time()  # for the report card
     cfg, gcfg = parse_args(argv)
     device, log = start_run(cfg, gcfg)
     stages, path = cfg.stages.split(","), lambda stage: os.path.join(cfg.out, stage)  # noqa: E731
@@ -473,6 +475,8 @@ def main(argv=None):
         models = [(name, path(stage)) for name, stage in [("SFT", "lm"), ("SFT continued", "lm-control")] +
                   [(method, f"rl-{method}") for method in RL_METHODS] if done(cfg.out, stage)]
         evaluate_run(run, cfg, device, log, models, baseline="SFT continued" if done(cfg.out, "lm-control") else None)
+    if distributed.is_main():
+        print(f"report card: {write_report(cfg.out, 'train_tts.py', started)}")
     distributed.teardown()
 
 

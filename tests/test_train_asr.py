@@ -83,6 +83,14 @@ def test_train_both_stages(full_run):
     assert "dev" in r.stdout and "WER" in r.stdout
     assert "== sft (" in r.stdout and "== grpo (" in r.stdout and "WER(grpo) - WER(sft) =" in r.stdout
     assert "stage2: 6 RL utterances (--rl-data hard)" in r.stdout
+    # early stopping watched stage 1's dev loss (at its last step here) and said why it stopped
+    stop = [x for x in rows if x["stage"] == "stage1" and "stopped" in x]
+    assert len(stop) == 1 and stop[0]["best_step"] == 4 and "the last step" in stop[0]["stopped"]
+    assert [x["step"] for x in rows if x["stage"] == "stage1" and "dev_loss" in x] == [3]
+    report = (out / "report.md").read_text()  # the report card: machine, commit, stage times, results
+    for text in ("# train_asr.py report card", "- machine: CPU", "commit ", "| stage0 |", "| stage2 |", "### dev",
+                 "| grpo | WER ", " vs sft |", "- stage1: the last step"):
+        assert text in report, text
 
 
 def test_resume_when_done_does_not_retrain(corpus, full_run):

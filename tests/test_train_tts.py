@@ -102,6 +102,10 @@ def test_every_stage_checkpoints_and_the_evaluation_reports(full_run):
             assert x["cer_diff/SFT continued/low"] <= x["cer_diff/SFT continued"] <= x["cer_diff/SFT continued/high"]
     real = [x for x in evals if x["model"].startswith("(a)")]
     assert all(x["duration_ratio"] == 1.0 for x in real)
+    report = (out / "report.md").read_text()
+    for text in ("# train_tts.py report card", "- machine: CPU", "| lm |", "| rl-both |", "### training voices",
+                 "| (d) both, wav |", "- lm: the last step"):
+        assert text in report, text
     samples = sorted(os.listdir(out / "samples"))
     assert "training_voices-mels.png" in samples and "held-out_voices-0-d-tts.wav" in samples
     assert len(audio.load(out / "samples" / "training_voices-0-d-tts.wav")) > 0
