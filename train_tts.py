@@ -41,7 +41,6 @@ from nanospeechrl.audio import AudioError
 from nanospeechrl.checkpoint import done, load_checkpoint, read_config, restore_rng, save_checkpoint, saved_state
 from nanospeechrl.cli import add_config_flags, build_configs, start_run
 from nanospeechrl.devices import Phases, autocast
-from nanospeechrl.encoder import CTC_CHARS, CTCHead, Encoder, EncoderConfig, ctc_loss
 from nanospeechrl.grpo import (GRPOConfig, group_advantages, keep_groups, rollout_metrics, safe_step,
                                Watchdog, tied_groups)
 from nanospeechrl.llm import LLMConfig
@@ -54,13 +53,12 @@ from nanospeechrl.tts.corpora import load_tts_data, rl_items
 from nanospeechrl.tts.diffro import grpo_diffro_loss
 from nanospeechrl.tts.evaluate import evaluate_run, judge_monitor
 from nanospeechrl.tts.judge import check_unseen, ctc_model_transcriber, default_judge
-from nanospeechrl.tts.flow import FlowConfig, TokenToMel
 from nanospeechrl.tts.rewards import TTS_REWARDS
-from nanospeechrl.tts.speaker import SpeakerConfig, SpeakerEncoder, embed_all
+from nanospeechrl.tts.speaker import SpeakerConfig, embed_all
 from nanospeechrl.tts.synthesis import load_model, load_tts
-from nanospeechrl.tts.token2text import Token2Text, Token2TextConfig
 from nanospeechrl.tts.token_lm import TokenLM, completion_logits, prompt_ids, sample_tokens, speech_tokens
-from nanospeechrl.tts.tokens import SpeechTokenizer, TokenizerConfig, tokenize_all
+from nanospeechrl.tts.stages import train_ctc, train_flow, train_speaker, train_token2text, train_tokenizer
+from nanospeechrl.tts.tokens import tokenize_all
 
 STAGES = ("tokenizer", "speaker", "flow", "lm", "judge", "reward", "rl", "control")
 RL_METHODS = ("grpo", "diffro", "both", "both-nofilter")
@@ -92,6 +90,7 @@ class TTSConfig:
     flow_d: int = 192  # flow estimator width
     flow_layers: int = 4  # flow estimator conformer blocks
     flow_steps: int = 1200  # flow-matching steps
+    flow_voice: str = "other"  # the flow's speaker embedding in training: other (another clip of the voice) | own
     euler_steps: int = 10  # Euler steps when sampling the flow in evaluation
     cfg_strength: float = 0.7  # classifier-free guidance strength
     n_embd: int = 256  # LM width
@@ -157,6 +156,8 @@ def parse_args(argv=None):
         parser.error(f"--stages {cfg.stages!r}: choose from {', '.join(STAGES)} (comma-separated)")
     if cfg.rl not in RL_METHODS:
         parser.error(f"--rl {cfg.rl!r}: choose from {', '.join(RL_METHODS)}")
+    if cfg.flow_voice not in ("other", "own"):
+        parser.error(f"--flow-voice {cfg.flow_voice!r}: choose from other, own")
     if "rl" in stages and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         parser.error("TTS RL runs in one process: under torchrun run the supervised stages, then --stages rl alone")
     if "rl" in stages and (cfg.rl_batch % gcfg.num_generations or gcfg.off_policy != "none"):
@@ -183,67 +184,8 @@ def parse_args(argv=None):
     return cfg, gcfg
 
 
-def ctc_step_fn(model_fn, feats, labels, device):
-    """batch indices -> CTC loss of model_fn(feats, lengths) -> (logits, lengths)."""
-    def step(idx):
-        b = data.to_batch(feats, idx, device, token_ids=[labels[i] for i in idx])
-        logits, lens = model_fn(b["feats"], b["feat_lens"])
-        return ctc_loss(logits, lens, b["tokens"], b["token_lens"])
-    return step
-
-
-# ----------------------------------------------------------------------------- supervised stages
-
-def train_tokenizer(run, cfg, device, tokenizer, log, gen):
-    """Stage tokenizer: CTC on the transcripts through the FSQ bottleneck."""
-    torch.manual_seed(cfg.seed)
-    tcfg = TokenizerConfig(encoder=dict(d_model=cfg.d_model, n_layer=cfg.tok_layers, dropout=0.0,
-                                        vocab_size=len(CTC_CHARS) + 1), n_upper=cfg.tok_upper,
-                           fsq_dims=cfg.fsq_dims, fsq_levels=cfg.fsq_levels)
-    model = SpeechTokenizer(tcfg).to(device)
-    step = ctc_step_fn(lambda f, n: model(f, n)[:2], run.feats, run.labels, device)
-    train_stage("tokenizer", model, step, [len(f) for f in run.feats], cfg, device, {"tokenizer": asdict(tcfg)},
-                tokenizer, log, gen, steps=cfg.tok_steps)
-    return model.eval()
-
-
-def train_speaker(name, scfg, seed, run, cfg, device, tokenizer, log, gen):
-    """Stage speaker (and the judge's speaker encoder): cosine-softmax voice classification on crops."""
-    torch.manual_seed(seed)
-    model = SpeakerEncoder(scfg).to(device)
-    feats, labels = run.feats, torch.tensor(run.voice_labels)
-
-    def step(idx):
-        b = data.to_batch(data.crops(feats, idx, cfg.spk_crop, gen), range(len(idx)), device)
-        return model.loss(model(b["feats"], b["feat_lens"]), labels[idx].to(device))
-
-    train_stage(name, model, step, [min(len(f), cfg.spk_crop) for f in feats], cfg, device,
-                {"speaker": asdict(scfg), "voice_classes": run.voice_classes}, tokenizer, log, gen,
-                steps=cfg.spk_steps)
-
-
-def train_flow(run, tokens, voices, cfg, device, tokenizer, log, gen, n_codes):
-    """Stage flow: conditional flow matching from (tokens, speaker embedding) to log-mel."""
-    torch.manual_seed(cfg.seed)
-    frames = torch.cat(run.feats)
-    fcfg = FlowConfig(n_codes=n_codes, speaker_dim=voices.shape[1], d_model=cfg.flow_d, n_layer=cfg.flow_layers,
-                      cfg_strength=cfg.cfg_strength, mel_mean=frames.mean().item(), mel_std=frames.std().item())
-    model = TokenToMel(fcfg).to(device)
-    same_voice = {}  # speaker -> indices of its training utterances: a reference is another one of them
-    for i, ex in enumerate(run.train):
-        same_voice.setdefault(ex.speaker, []).append(i)
-
-    def step(idx):
-        b = data.to_batch(run.feats, idx, device, token_ids=[tokens[i] for i in idx])
-        others = [same_voice[run.train[i].speaker] for i in idx]
-        refs = [o[int(torch.randint(len(o), (1,), generator=gen))] for o in others]
-        r = data.to_batch(data.crops(run.feats, refs, cfg.spk_crop, gen), range(len(refs)), device)
-        voice = model.voice(voices[idx].to(device), r["feats"], r["feat_lens"])
-        return model.loss(b["feats"], b["feat_lens"], b["tokens"], b["token_lens"], voice, gen)
-
-    train_stage("flow", model, step, [len(f) for f in run.feats], cfg, device, {"flow": asdict(fcfg)}, tokenizer,
-                log, gen, steps=cfg.flow_steps)
-
+# ----------------------------------------------------------------------------- the LM's SFT (the other
+# supervised stages, tokenizer, speaker, flow, judge and reward models, are in tts/stages.py)
 
 def lm_data(examples, tokens, tokenizer, n_codes):
     """(prompts, targets) of the LM's SFT: text -> the tokenizer's tokens of its audio + EOS."""
@@ -287,30 +229,6 @@ def train_lm(name, run, tokens, cfg, device, tokenizer, log, gen, n_codes, dev_t
     train_stage(name, lm, lambda idx: lm.sft_loss([prompts[i] for i in idx], [targets[i] for i in idx]),
                 [len(p) + len(t) for p, t in zip(prompts, targets)], cfg, device, config, tokenizer, log, gen,
                 batch_frames=cfg.lm_batch_tokens, dev_loss=dev_loss, **schedule)
-
-
-def train_ctc(name, seed, steps, run, cfg, device, tokenizer, log, gen):
-    """A CTC ASR on real audio (the judge, the reward ASR): its own seed, the tokenizer's depth."""
-    torch.manual_seed(seed)
-    enc_cfg = EncoderConfig(d_model=cfg.d_model, n_layer=cfg.tok_layers + cfg.tok_upper, dropout=0.0,
-                            vocab_size=len(CTC_CHARS) + 1)
-    model = torch.nn.ModuleDict({"encoder": Encoder(enc_cfg), "head": CTCHead(enc_cfg)}).to(device)
-    step = ctc_step_fn(lambda f, n: (lambda h, m: (model["head"](h), m))(*model["encoder"](f, n)), run.feats,
-                       run.labels, device)
-    train_stage(name, model, step, [len(f) for f in run.feats], cfg, device, {"encoder": asdict(enc_cfg)},
-                tokenizer, log, gen, steps=steps)
-
-
-def train_token2text(run, tokens, cfg, device, tokenizer, log, gen, n_codes):
-    """Stage reward, part 2: Token2Text on the tokenizer's tokens of real training audio."""
-    torch.manual_seed(cfg.seed + 3)
-    tcfg = Token2TextConfig(n_codes=n_codes, d_model=cfg.d_model, n_layer=cfg.tok_upper + 2,
-                            vocab_size=len(CTC_CHARS) + 1)
-    model = Token2Text(tcfg).to(device)
-
-    step = lambda idx: model.ctc_loss([tokens[i] for i in idx], [run.labels[i] for i in idx], device)  # noqa: E731
-    train_stage("token2text", model, step, [4 * len(t) for t in tokens], cfg, device, {"token2text": asdict(tcfg)},
-                tokenizer, log, gen, steps=cfg.t2t_steps)
 
 
 # ----------------------------------------------------------------------------- RL
