@@ -24,8 +24,8 @@ Stages, in the order they run (each checkpoints to <out>/<stage>; --resume conti
   control     the control for rl: LM SFT continued for the wall time rl took -> <out>/lm-control
 then evaluate (tts/evaluate.py): the tokenizer's CER and code use, the speaker encoders' voice
 ID, cosines and pitch check, the reward models' CER, and rows (a)-(d) on the test texts for
-training and held-out voices, (d) for every LM (SFT, control, each RL method), with samples in
-<out>/samples. Metrics: <out>/metrics.jsonl.
+training and held-out voices, (d) for every LM (SFT, control, each RL method), and a page to
+listen to them, <out>/samples/index.html. Metrics: <out>/metrics.jsonl; report card: <out>/report.md.
 """
 import argparse
 import copy

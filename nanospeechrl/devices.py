@@ -115,3 +115,60 @@ class Phases:
         if optimizer and self.optimizer is not None:
             resident += [v for _, _, v in optimizer_tensors(self.optimizer)]
         self.stats[f"resident_mb/{name}"] = megabytes(resident)
+
+
+class _CompiledOrEager:
+    """compile_or_eager's callable: the compiled function until a call of it fails where eager
+    succeeds, then (one printed line) the eager one for good."""
+
+    def __init__(self, eager, compiled, name):
+        self.eager, self.compiled, self.name = eager, compiled, name
+
+    @property
+    def is_compiled(self):
+        return self.compiled is not None
+
+    def __call__(self, *args, **kwargs):
+        if self.compiled is None:
+            return self.eager(*args, **kwargs)
+        try:
+            with _backward_compiled_at_forward():
+                return self.compiled(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 (any compiler failure; the eager run below tells it from a bad input)
+            out = self.eager(*args, **kwargs)  # raises too when the inputs, not the compiler, are at fault
+            self.compiled = None
+            reason = (str(error).strip().splitlines() or [""])[0][:160]
+            print(f"torch.compile of {self.name} failed ({type(error).__name__}: {reason}); running it eagerly")
+            return out
+
+
+def _backward_compiled_at_forward():
+    """AOTAutograd compiles a graph's backward lazily, at the first backward(), outside any
+    wrapper of the forward: this makes it compile (and fail, if it fails) in the forward call."""
+    import contextlib
+
+    import torch._functorch.config as functorch_config
+    if hasattr(functorch_config, "force_non_lazy_backward_lowering"):  # recent torch; older ones compile it lazily
+        return functorch_config.patch(force_non_lazy_backward_lowering=True)
+    return contextlib.nullcontext()
+
+
+def compile_or_eager(fn, enabled=True, name=None, **options):
+    """`fn` (a module or a function) through torch.compile(fn, **options) when enabled, else fn
+    itself. Never a crash for the compiler's sake: torch.compile is lazy and fails at a call (no C++
+    compiler, an unsupported op, a shape it cannot handle, a new shape's recompile), so every call
+    of the compiled function is tried, and on the first failure that an eager run of the same call
+    does not share, one line is printed and fn runs eagerly from then on (a failure eager shares is
+    the input's: it is raised). So fn should be a forward, with no side effects a retried call would
+    repeat (not an optimizer step). A module keeps its parameters and state_dict; call the result in
+    its place:  encoder = compile_or_eager(model.encoder, cfg.compile); hidden = encoder(x, n).
+    The result's .is_compiled says which path it is on; .eager is fn."""
+    if not enabled:
+        return fn
+    name = name or getattr(fn, "__qualname__", type(fn).__name__)
+    try:
+        compiled = torch.compile(fn, **options)
+    except Exception as error:  # noqa: BLE001 (e.g. a Python version torch.compile does not support)
+        print(f"torch.compile of {name} unavailable ({type(error).__name__}: {str(error)[:160]}); running it eagerly")
+        return fn
+    return _CompiledOrEager(fn, compiled, name)

@@ -246,17 +246,18 @@ class Watchdog:
         signs = {"nonfinite": "nonfinite_loss" in row, "kl": row.get("kl", 0.0) > self.cfg.max_kl,
                  "entropy": row.get("entropy", float("inf")) < self.cfg.min_entropy}
         self.runs = {k: self.runs.get(k, 0) + 1 if bad else 0 for k, bad in signs.items()}
-        why = {"nonfinite": ("non-finite losses or gradients; their updates were skipped", "a lower --rl-lr or --beta"),
-               "kl": (f"steps with KL to the reference above --max-kl {self.cfg.max_kl} (now {row.get('kl')})",
+        why = {"nonfinite": ("non-finite losses or gradients", "; their updates were skipped",
+                             "a lower --rl-lr or --beta"),
+               "kl": (f"steps with KL to the reference above --max-kl {self.cfg.max_kl}", f" (now {row.get('kl')})",
                       "a lower --rl-lr or a higher --beta"),
-               "entropy": (f"steps with rollout entropy below --min-entropy {self.cfg.min_entropy} "
-                           f"(now {row.get('entropy')}): the samples have collapsed",
+               "entropy": (f"steps with rollout entropy below --min-entropy {self.cfg.min_entropy}",
+                           f" (now {row.get('entropy')}): the samples have collapsed",
                            "a lower --rl-lr, a higher --beta or --temperature")}
         for kind, n in self.runs.items():
             if n >= self.patience:
-                what, fix = why[kind]
-                raise SystemExit(f"{self.name}: {n} {what} in a row (step {step}). Last good checkpoint: {self.path}. "
-                                 f"Try {fix}.")
+                what, detail, fix = why[kind]
+                raise SystemExit(f"{self.name}: {n} {what} in a row (step {step}){detail}. Last good checkpoint: "
+                                 f"{self.path}. Try {fix}.")
 
 
 def rollout_metrics(rewards, parts, tied, off_policy, rollout, lengths, truncated):

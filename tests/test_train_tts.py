@@ -13,6 +13,7 @@ import nanospeechrl.trainer
 from asr_helpers import ROOT, read_metrics
 from nanospeechrl import audio
 from nanospeechrl.builtin.synth import synthesize
+from nanospeechrl.tts.samples_page import missing_files
 
 TEXTS = ["one two three", "four five six", "seven eight", "nine ten", "red green blue", "hello world",
          "good morning", "yes or no", "the cat sat", "a big dog"]
@@ -68,7 +69,8 @@ def test_every_stage_checkpoints_and_the_evaluation_reports(full_run):
         assert state["done"] is True and state["step"] == 4, stage
     rows = read_metrics(out)
     for stage in STAGES:
-        assert [x["step"] for x in rows if x["stage"] == stage] == [0, 1, 2, 3], stage
+        assert [x["step"] for x in rows if x["stage"] == stage and "loss" in x] == [0, 1, 2, 3], stage
+    assert [x["step"] for x in rows if x["stage"] == "lm" and "dev_loss" in x] == [3]  # early stopping's check
     rl = [x for x in rows if x["stage"] == "rl-both"]
     assert [x["step"] for x in rl] == [0, 1, 2]
     for x in rl:  # TRL's names, the TTS rewards, the five phases
@@ -106,9 +108,9 @@ def test_every_stage_checkpoints_and_the_evaluation_reports(full_run):
     for text in ("# train_tts.py report card", "- machine: CPU", "| lm |", "| rl-both |", "### training voices",
                  "| (d) both, wav |", "- lm: the last step"):
         assert text in report, text
-    samples = sorted(os.listdir(out / "samples"))
-    assert "training_voices-mels.png" in samples and "held-out_voices-0-d-tts.wav" in samples
-    assert len(audio.load(out / "samples" / "training_voices-0-d-tts.wav")) > 0
+    page = out / "samples" / "index.html"  # the listening page: every file it points to is there
+    assert missing_files(page) == [] and page.read_text().count("<audio") == 4 * 2 * (3 + 3)  # items x sets x rows
+    assert len(audio.load(out / "samples" / "training-voices-0-both.wav")) > 0
 
 
 class _Killed(Exception):
@@ -135,7 +137,8 @@ def test_killed_mid_stage_resumes_to_the_same_weights(corpus, tmp_path, monkeypa
 
     def save_then_die(path, *a, **kw):
         saved = save(path, *a, **kw)
-        if kill_at and (os.path.basename(path), a[-1]["step"]) == kill_at[0]:
+        state = a[4] if len(a) > 4 else {}  # (model, config, tokenizer, optimizer, state); a -best copy has none
+        if kill_at and (os.path.basename(path), state.get("step")) == kill_at[0]:
             kill_at.pop(0)
             raise _Killed
         return saved

@@ -26,6 +26,7 @@ from nanospeechrl import audio
 from nanospeechrl.metrics import bootstrap_wer_diff, error_counts
 from nanospeechrl.tts.corpora import SEEN
 from nanospeechrl.tts.judge import ctc_model_transcriber, ctc_transcriber, load_judges
+from nanospeechrl.tts.samples_page import write_page
 from nanospeechrl.tts.speaker import embed_all, label_parts
 from nanospeechrl.tts.synthesis import load_model, load_tts, vocode
 from nanospeechrl.tts.token2text import transcribe_tokens
@@ -113,14 +114,14 @@ def synthesize_items(tts, items, voices, batch_size, steps, seed, sampling, devi
 
 
 def report_tts(set_name, items, models, speech_tok, judges, speaker_eval, device, batch_size, steps, seed, log,
-               sampling=None, sample_dir=None, reward_asr=None, token2text=None, baseline=None):
+               sampling=None, page=None, reward_asr=None, token2text=None, baseline=None):
     """Rows a, b, c (of the first model's flow) and d of every model in models [(name, TTS)] for
     one voice set: printed, logged, d compared with (a) and, when `baseline` names one of the
     models, every other model's d with the baseline's (paired bootstrap, WER and CER, by the
     first of judges [(name, feats -> texts)]; the others' WER and CER beside it as
     "<name>/wer"). With reward_asr (feats -> texts) and token2text (token lists -> texts), d rows
     also carry the reward models' own CER on the same speech: its gap to the judge's is reward
-    hacking."""
+    hacking. page: a dict that gets {set_name: the listening page's items} (page_items)."""
     gen = torch.Generator().manual_seed(seed)
     refs, real = [it["text"] for it in items], [it["feats"] for it in items]
     ref_emb = embed_all(speaker_eval, [it["ref"] for it in items], batch_size, device)
@@ -135,17 +136,18 @@ def report_tts(set_name, items, models, speech_tok, judges, speaker_eval, device
         tokens, capped, mels = synthesize_items(model, items, voices, batch_size, steps, seed, sampling or {}, device,
                                                 torch.Generator().manual_seed(seed + 1))  # its own: rows reproducible
         rows[f"(d) {name}, mel"], rows[f"(d) {name}, wav"] = (mels, tokens, capped), None
+    (_, judge), others = judges[0], judges[1:]
     with tempfile.TemporaryDirectory() as tmp:
         for k, title in enumerate(list(rows)):  # the waveform a person hears, read back like any audio file
             if rows[title] is None:
                 source = rows[title.replace(", wav", ", mel")] if "wav" in title else rows["(a) real audio"]
                 wavs = through_wav(source[0], tmp, str(k), torch.Generator().manual_seed(seed + 2))
                 rows[title] = (wavs,) + source[1:]
-        if sample_dir:
-            write_samples(sample_dir, set_name.replace(" ", "_"), items, rows, models[0][0])
+        hyps = {title: judge(row[0]) for title, row in rows.items()}
+        if page is not None:
+            page[set_name] = page_items(items, rows, hyps, tmp)
     print(f"== TTS, {set_name} ({len(items)} test texts; judge: {judges[0][0]})")
-    (_, judge), others = judges[0], judges[1:]
-    hyps, real_frames = {title: judge(row[0]) for title, row in rows.items()}, sum(len(f) for f in real)
+    real_frames = sum(len(f) for f in real)
     for title, (feats, tokens, capped) in rows.items():
         r = error_counts(refs, hyps[title])
         sims = (embed_all(speaker_eval, feats, batch_size, device) * ref_emb).sum(-1)
@@ -181,29 +183,19 @@ def report_tts(set_name, items, models, speech_tok, judges, speaker_eval, device
     return hyps
 
 
-def write_samples(folder, name, items, rows, model, n=3):
-    """The first n items as wav files (real, Griffin-Lim of real, flow from tokens, the model's TTS)
-    and one PNG of their real vs synthesised log-mel."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    os.makedirs(folder, exist_ok=True)
-    n = min(n, len(items))
-    wavs = {"a-real": "(a) real audio", "b-griffin-lim": "(b) Griffin-Lim of real log-mel",
-            "c-flow-from-tokens": "(c) flow from tokens, mel", "d-tts": f"(d) {model}, mel"}
-    for i in range(n):
-        for tag, title in wavs.items():
-            wav = audio.load(items[i]["audio"]) if tag == "a-real" else vocode(rows[title][0][i])
-            audio.save(os.path.join(folder, f"{name}-{i}-{tag}.wav"), wav)
-    fig, axes = plt.subplots(n, 2, figsize=(10, 2.2 * n), squeeze=False)
-    for i in range(n):
-        for ax, feats, title in ((axes[i, 0], rows["(a) real audio"][0][i], "real"),
-                                 (axes[i, 1], rows[wavs["d-tts"]][0][i], "TTS")):
-            ax.imshow(feats.T.numpy(), origin="lower", aspect="auto", vmin=-1, vmax=1.5)
-            ax.set_title(f"{title}: {items[i]['text'][:50]}", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(os.path.join(folder, f"{name}-mels.png"), dpi=70)
-    plt.close(fig)
+def page_items(items, rows, hyps, folder, n=4):
+    """The listening page's items (tts/samples_page.py) for the first n items of a voice set: per
+    system its audio (the real file, else the waveform a person hears, as the judge got it), its
+    log-mel and the judge's transcript. folder: where the rows' wav files are (through_wav)."""
+    systems = {"real": "(a) real audio", "Griffin-Lim": "(b) Griffin-Lim of real log-mel",
+               "flow from real tokens": "(c) flow from tokens, wav",
+               **{t[4:-5]: t for t in rows if t.startswith("(d)") and t.endswith(", wav")}}
+    order = list(rows)
+    return [{"text": items[i]["text"], "systems": {
+        name: {"wav": audio.load(items[i]["audio"]) if title.startswith("(a)") else
+               audio.load(os.path.join(folder, f"{order.index(title)}-{i:04d}.wav")),
+               "mel": rows[title][0][i], "hyp": hyps[title][i]} for name, title in systems.items()}}
+        for i in range(min(n, len(items)))]
 
 
 def evaluate_run(run, cfg, device, log, tts_models, baseline=None):
@@ -235,12 +227,16 @@ def evaluate_run(run, cfg, device, log, tts_models, baseline=None):
         return print("evaluation: the TTS rows need the lm, judge and speaker_eval checkpoints; not scored")
     print(f"judges: {', '.join(n for n, _ in judges)} ({cfg.judge or os.path.join(out, 'judge')} first); "
           f"similarity: {os.path.join(out, 'speaker_eval')}")
-    models = [(name, load_tts(path).to(device)) for name, path in tts_models]
+    models, page = [(name, load_tts(path).to(device)) for name, path in tts_models], {}
     for set_name, items in run.voice_sets.items():
         if items:
             report_tts(set_name, items, models, speech_tok, judges, model("speaker_eval"), device, batch,
-                       cfg.euler_steps, cfg.seed, log, eval_sampling(cfg), os.path.join(out, "samples"),
-                       reward_asr, token2text, baseline)
+                       cfg.euler_steps, cfg.seed, log, eval_sampling(cfg), page, reward_asr, token2text, baseline)
+    if page:
+        path = write_page(os.path.join(out, "samples"), "nanospeechrl TTS: listen", page,
+                          intro=f"The first test texts of each voice set. Transcripts by the {judges[0][0]} judge, "
+                                f"errors marked against the text. Rows (d): the full TTS, one LM each.")
+        print(f"listening page: {path}")
 
 
 def eval_sampling(cfg):
