@@ -98,6 +98,7 @@ class TrainConfig:
     rl_pool: int = 1000  # --rl-data hard: RL utterances screened
     rl_ckpt_every: int = 25  # stage 2 steps between checkpoints
     seeds: int = 1  # stages 2 and 1b run this many times from one SFT model, replicate k with seed+k (<stage>-seed<k>)
+    rl_tag: str = ""  # stages 2 and 1b into stage2-<tag>, stage1b-<tag>: several RL settings beside one SFT model
     log_every: int = 25  # steps between metrics lines
     ckpt_every: int = 300  # steps between checkpoints
     eval_batch: int = 32  # utterances per decoding batch
@@ -117,7 +118,8 @@ PRESETS = {
 UNDERSTANDING = dict(rl_data="all", loss_type="dapo", beta=0.02)  # GRPO as in arXiv 2509.16990 (SEEDS.md B)
 TASK_DEFAULTS = {  # overrides per --task, applied before the preset's and the command line's
     "sqa": dict(out="out/sqa", **UNDERSTANDING), "ast": dict(out="out/ast", **UNDERSTANDING),
-    # mix: single-sentence ASR rows (long ones took over SFT's token-level loss: docs/RESULTS.md, spoken QA and translation)
+    # mix: single-sentence ASR rows (long ones took over SFT's token-level loss: docs/RESULTS.md, spoken QA
+    # and translation)
     "mix": dict(out="out/mix", n_train=4000, n_sqa=2000, n_ast=3000, ctc_steps=1300, sft_steps=3200, long_frac=0.0,
                 **UNDERSTANDING),
 }
@@ -166,7 +168,8 @@ def parse_args(argv=None):
     if ("2" in stages or "1b" in stages) and "1" not in stages and not done(cfg.out, "stage1"):
         parser.error(f"stages 2 and 1b start from the SFT checkpoint {os.path.join(cfg.out, 'stage1')}, which "
                      f"is missing or unfinished: run stage 1 first (--stages 0,1,2) or point --out at a finished run")
-    if "1b" in stages and "2" not in stages and not all(done(cfg.out, rl_stage(gcfg, k)) for k in range(cfg.seeds)):
+    if "1b" in stages and "2" not in stages and \
+            not all(done(cfg.out, rl_stage(cfg, gcfg, k)) for k in range(cfg.seeds)):
         parser.error("stage 1b runs SFT for the wall time stage 2 took, so it needs a finished stage 2: "
                      "use --stages 2,1b (or --resume --stages 2,1b if stage 2 was stopped)")
     return cfg, gcfg
@@ -186,10 +189,14 @@ def task_rewards(cfg):
     return {task: parse_rewards(spec) for task, spec in specs.items()}
 
 
-def rl_stage(gcfg, k=0):
-    """Stage 2's checkpoint name: mixed-policy GRPO gets its own, next to the on-policy one;
-    replicate k >= 1 of --seeds its own too."""
-    return ("stage2" if gcfg.off_policy == "none" else "stage2-mixed") + seed_suffix(k)
+def rl_stage(cfg, gcfg, k=0):
+    """Stage 2's checkpoint name: mixed-policy GRPO gets its own, next to the on-policy one; so
+    does each --rl-tag, and replicate k >= 1 of --seeds."""
+    return ("stage2" if gcfg.off_policy == "none" else "stage2-mixed") + tag_suffix(cfg) + seed_suffix(k)
+
+
+def tag_suffix(cfg):
+    return f"-{cfg.rl_tag}" if cfg.rl_tag else ""
 
 
 def seed_suffix(k):
@@ -349,26 +356,29 @@ def grpo(name, model, tokenizer, examples, feats, prompts, cfg, gcfg, device, ck
 def sft_control(run, ctc, model_fn, gcfg, k, cfg, **common):
     """Stage 1b, the control for stage 2 (replicate k): SFT goes on from stage 1 (its AdamW state,
     the final lr) for a time budget, the wall time stage 2 took, on everything stage 2 saw."""
-    seconds = saved_state(cfg.out, rl_stage(gcfg, k))["elapsed"]
-    name = "stage1b" + seed_suffix(k)
-    print(f"{name}: SFT from stage1 for {seconds:.0f} s, the wall time {rl_stage(gcfg, k)} took, on "
+    seconds = saved_state(cfg.out, rl_stage(cfg, gcfg, k))["elapsed"]
+    name = "stage1b" + tag_suffix(cfg) + seed_suffix(k)
+    print(f"{name}: SFT from stage1 for {seconds:.0f} s, the wall time {rl_stage(cfg, gcfg, k)} took, on "
           f"{len(run.feats)} utterances (training set + RL hold-out)")
     sft(name, "stage1", len(run.feats), run, ctc, model_fn, cfg=cfg, **common, seconds=seconds,
         lr_fn=lambda step: 0.1 * cfg.lr, init_opt=os.path.join(cfg.out, "stage1"))
 
 
 def evaluate(evals, cfg, device, log):
-    """Every finished model on every eval split; the equal-time SFT control (if run) first, as
-    the baseline each other model's paired-bootstrap interval is taken against. Replicates of
-    --seeds are "<method>@k"; where a method has several, seed_summary compares their means."""
-    replicates = {int(d.rsplit("seed", 1)[1]) for d in os.listdir(cfg.out) if re.fullmatch(r"stage\S+-seed\d+", d)}
+    """Every finished model on every eval split; the equal-time SFT controls (if run) first, the
+    first of them the baseline each other model's paired-bootstrap interval is taken against.
+    stage1 is "sft", stage1b "sft+", stage2 "grpo", each with its tag (-mixed, --rl-tag);
+    replicates of --seeds are "<method>@k", and where a method has several, seed_summary
+    compares their means."""
+    names = {"stage1b": "sft+", "stage1": "sft", "stage2": "grpo"}
+    found = []  # (order, k, method, checkpoint)
+    for d in os.listdir(cfg.out):
+        m = re.fullmatch(r"(stage1b|stage1|stage2)((?:-(?!seed\d+$)[\w.+-]+?)?)(?:-seed(\d+))?", d)
+        if m and done(cfg.out, d) and not (m[1] == "stage1" and (m[2] or m[3])):
+            found.append((list(names).index(m[1]), int(m[3] or 0), names[m[1]] + m[2], os.path.join(cfg.out, d)))
     methods = {}  # method -> [(model name, checkpoint)], replicate 0 first
-    for k in [0, *sorted(replicates)]:
-        for method, stage in (("sft+", "stage1b"), ("sft", "stage1"), ("grpo", "stage2"),
-                              ("grpo-mixed", "stage2-mixed")):
-            stage = stage if method == "sft" else stage + seed_suffix(k)
-            if (k == 0 or method != "sft") and done(cfg.out, stage):
-                methods.setdefault(method, []).append((method + (f"@{k}" if k else ""), os.path.join(cfg.out, stage)))
+    for _, k, method, path in sorted(found):
+        methods.setdefault(method, []).append((method + (f"@{k}" if k else ""), path))
     models = [model for group in methods.values() for model in group]
     if models:
         hyps = evaluate_models(models, evals, device, cfg.eval_batch, cfg.eval_max_tokens, log, cfg.max_prompt_tokens,
@@ -407,7 +417,7 @@ def main(argv=None):
             steps=cfg.sft_steps)
     for k in range(cfg.seeds):  # replicate k of stages 2 and 1b: rollouts, RL data and batch order from seed + k
         kcfg = replace(cfg, seed=cfg.seed + k)
-        name = rl_stage(gcfg, k)
+        name = rl_stage(cfg, gcfg, k)
         if "2" in stages and cfg.resume and saved_state(cfg.out, name).get("step", 0) >= cfg.rl_steps:
             print(f"{name}: already done, skipping")
         elif "2" in stages:

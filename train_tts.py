@@ -101,6 +101,7 @@ class TTSConfig:
     patience: int = 3  # LM SFT stops after this many evaluations without a lower dev loss, best weights kept (0: off)
     lm_dropout: float = 0.1  # LM dropout in SFT (its training sequences are few; always off in RL)
     lm_batch_tokens: int = 4000  # padded tokens per LM batch
+    lm_pairs: int = 0  # LM SFT (and its control) on the first N training utterances only (0: all): limited paired data
     judge: str = "auto"  # the judge reported first: a train_asr.py speech LLM; auto: <out>/../asr/stage1 if it exists
     judge_steps: int = 1000  # judge CTC steps (when it is trained here)
     reward_steps: int = 600  # reward-ASR CTC steps
@@ -198,7 +199,8 @@ def train_lm(name, run, tokens, cfg, device, tokenizer, log, gen, n_codes, dev_t
     stopping on the dev utterances' (dev_tokens); with schedule = seconds + lr_fn + init_opt, the
     control: SFT continued from the lm checkpoint."""
     torch.manual_seed(cfg.seed)
-    prompts, targets = lm_data(run.train, tokens, tokenizer, n_codes)
+    n = cfg.lm_pairs or len(run.train)  # limited paired data: RL's texts need no audio, SFT's do
+    prompts, targets = lm_data(run.train[:n], tokens[:n], tokenizer, n_codes)
     if schedule.get("init_opt"):  # the control starts from the SFT model, and keeps its config
         config = read_config(schedule["init_opt"])
         lm = TokenLM(LLMConfig(**config["llm"]), n_codes).to(device)
@@ -351,7 +353,8 @@ def main(argv=None):
                 Tokenizer.train([ex.text for ex in run.train], vocab_size=cfg.vocab_size)
             tokenizer.save(path("tokenizer.json"))
     if cfg.judge:  # a judge that trained on a dev or test text would flatter the TTS: refused before any training
-        check_unseen(cfg.judge, [ex.text for ex in run.dev[0]] + [it["text"] for v in run.voice_sets.values() for it in v])
+        check_unseen(cfg.judge, [ex.text for ex in run.dev[0]] +
+                     [it["text"] for items in run.voice_sets.values() for it in items])
     gen = torch.Generator().manual_seed(cfg.seed)
     common = dict(cfg=cfg, device=device, tokenizer=tokenizer, log=log, gen=gen)
     if "tokenizer" in stages:

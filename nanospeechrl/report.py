@@ -92,8 +92,8 @@ def asr_tables(rows):
         for r in (x for x in evals if x["split"] == split):
             c = compare.get((r["model"], split))
             k = 100 if "wer" in r else 1  # WER in points, BLEU as it is
-            diff = "" if c is None else \
-                f"{k * c.get('wer_diff', c.get('bleu_diff')):+.1f} [{k * c['low']:+.1f}, {k * c['high']:+.1f}] vs {c['base']}"
+            d = None if c is None else c.get("wer_diff", c.get("bleu_diff"))
+            diff = "" if c is None else f"{k * d:+.1f} [{k * c['low']:+.1f}, {k * c['high']:+.1f}] vs {c['base']}"
             score = f"BLEU {r['bleu']:.1f}, chrF {r['chrf']:.1f}" if "bleu" in r else \
                 f"WER {_pct(r.get('wer'))}, ins {r.get('ins')}, loops {r.get('loops')}"
             body.append((r["model"], score, r.get("n"), diff))

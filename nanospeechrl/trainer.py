@@ -11,12 +11,14 @@ With a dev-loss function it stops early: every cfg.dev_every steps the loss on a
 measured, the best weights so far are kept in <out>/<name>-best, and after cfg.patience
 evaluations without a lower dev loss the stage ends, its checkpoint holding the best weights.
 `cfg` is the script's config: any object with out, lr, resume, seed, batch_frames,
-log_every and ckpt_every (and dev_every, patience for early stopping). Under torchrun each rank trains on its shard of every batch and the
-gradients are summed over ranks (distributed.py); the loss logged is rank 0's.
+log_every and ckpt_every (and dev_every, patience for early stopping). Under torchrun each
+rank trains on its shard of every batch and the gradients are summed over ranks
+(distributed.py); the loss logged is rank 0's.
 """
 import itertools
 import math
 import os
+import shutil
 import time
 
 import torch
@@ -154,11 +156,14 @@ def train_stage(name, model, loss_fn, lengths, cfg, device, ckpt_config, tokeniz
                 state["early_stopping"] = stopper.state()
             if stopper and last:  # the stage's weights are its best on dev
                 load_checkpoint(stopper.best_path, model)
-                state["stopped"] = stopped or f"the last step; dev loss still {stopper.last:.4f} (best {stopper.best:.4f} at step {stopper.best_step})"
+                state["stopped"] = stopped or (f"the last step; dev loss still {stopper.last:.4f} (best "
+                                               f"{stopper.best:.4f} at step {stopper.best_step})")
                 print(f"{name}: stopped after {step + 1} steps: {state['stopped']}; its checkpoint holds the "
                       f"weights of step {stopper.best_step}")
                 log({"stage": name, "step": step, "stopped": state["stopped"], "best_step": stopper.best_step})
             save_checkpoint(path, model, ckpt_config, tokenizer, opt, state)
+            if stopper and last:  # the stage's checkpoint holds the best weights now
+                shutil.rmtree(stopper.best_path, ignore_errors=True)
         if last:
             break
     distributed.barrier()  # the next stage may read this one's checkpoint on every rank

@@ -208,6 +208,22 @@ def test_stage1b_equal_time_control(corpus, run_copy):
     assert "WER(grpo) - WER(sft+) =" in r.stdout
 
 
+def test_rl_tag_runs_a_second_setting_beside_the_first(corpus, run_copy):
+    """--rl-tag: stage 2 and its control into stage2-<tag> and stage1b-<tag> beside the untagged
+    ones, all evaluated together, the first control the baseline."""
+    out = run_copy
+    n = len(read_metrics(out))
+    r = train_asr(*data_args(corpus), "--out", out, "--stages", "2,1b", "--rl-tag", "lr3e-4", "--rl-lr", "3e-4",
+                  cwd=corpus)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert state(out, "stage2-lr3e-4")["done"] and state(out, "stage1b-lr3e-4")["done"]
+    assert "the wall time stage2-lr3e-4 took" in r.stdout
+    rows = read_metrics(out)[n:]
+    assert [x["model"] for x in rows if x.get("stage") == "eval"] == ["sft+-lr3e-4", "sft", "grpo", "grpo-lr3e-4"]
+    assert {x["base"] for x in rows if x.get("stage") == "compare"} == {"sft+-lr3e-4"}
+    assert not (out / "stage1-best").exists()  # early stopping's scratch copy is gone once stage 1 is done
+
+
 # ----------------------------------------------------------------------------- in-process: patched internals
 
 def policy_weights(path):

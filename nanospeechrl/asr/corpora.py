@@ -21,8 +21,8 @@ from nanospeechrl.asr.speechlm import prompt_ids
 from nanospeechrl.builtin.corpus import TASK_SPLITS, CorpusConfig, build_corpus, sft_rows
 from nanospeechrl.tokenizer import Tokenizer
 
-DEV_ONLY = ("dev_long", "dev_noisy")
-N_STOPPING = 200  # dev items per task for SFT's early stopping (a teacher-forced loss: cheap)  # built-in splits evaluated only when --splits names them
+DEV_ONLY = ("dev_long", "dev_noisy")  # built-in splits evaluated only when --splits names them
+N_STOPPING = 200  # dev items per task for SFT's early stopping (a teacher-forced loss: cheap)
 SPEECH_TO_TEXT = ("asr", "sqa", "ast")  # the tasks of tokenizer.TASKS that train_asr.py trains
 # --task -> the built-in corpora it trains on: one task, or "mix" of all of them
 TASK_CORPORA = {**{task: [task] for task in SPEECH_TO_TEXT}, "mix": list(SPEECH_TO_TEXT)}
