@@ -17,6 +17,7 @@ Stages, in the order they run (each checkpoints to <out>/stage<k>; --resume cont
                     clipped policy loss + KL to the frozen SFT model (--off-policy reference:
                     mixed-policy GRPO, into <out>/stage2-mixed)
   1b  sft_control   the control for stage 2: SFT continued for the wall time stage 2 took
+  (--stages eval: no stage, only the evaluation of every finished model in --out)
 then evaluate: every finished model on every eval split, with paired-bootstrap intervals
 against the first (the control when it ran). Metrics: <out>/metrics.jsonl, one JSON object a
 line; `python -m nanospeechrl.plot <out>` draws them.
@@ -61,7 +62,7 @@ class TrainConfig:
     seed: int = 0  # data generation, init and batching are deterministic in it
     device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda, mps
     bf16: bool = True  # bf16 autocast on CPUs with native bf16 units (AMX, AVX512-BF16; devices.py); elsewhere fp32
-    stages: str = "0,1,2"  # which stages to run: 0, 1, 2, and 1b (equal-time SFT control for 2)
+    stages: str = "0,1,2"  # which stages to run: 0, 1, 2, and 1b (equal-time SFT control for 2); eval: none, evaluate
     resume: bool = False  # continue from the checkpoints in --out
     skip_bad: bool = False  # skip (and count) bad manifest lines / audio instead of failing
     n_train: int = 12000  # built-in corpus: asr training utterances
@@ -144,8 +145,8 @@ def parse_args(argv=None):
     except ValueError as e:
         parser.error(str(e))
     stages = cfg.stages.split(",")
-    if set(stages) - {"0", "1", "1b", "2"}:
-        parser.error(f"--stages {cfg.stages!r}: choose from 0, 1, 1b, 2 (comma-separated)")
+    if set(stages) - {"0", "1", "1b", "2", "eval"}:
+        parser.error(f"--stages {cfg.stages!r}: choose from 0, 1, 1b, 2 (comma-separated), or eval")
     if "2" in stages:  # fail at start-up, not after minutes of stages 0-1
         world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun's
         if (cfg.rl_batch // gcfg.num_generations) % world:

@@ -91,7 +91,7 @@ def test_every_stage_checkpoints_and_the_evaluation_reports(full_run):
     assert 0 <= speaker["voice_id_accuracy"] <= 1 and -1 <= speaker["cos_same/training voices"] <= 1
     evals = [x for x in rows if x["stage"] == "eval"]
     assert {x["split"] for x in evals} == {"training voices", "held-out voices"}
-    assert len(evals) == 2 * (4 + 2 * 3)  # per voice set: a, b, c-mel, c-wav; d-mel, d-wav of SFT, control, rl
+    assert len(evals) == 2 * (4 + 3)  # per voice set: a, b, c-mel, c-wav; d (wav) of SFT, control, rl
     for x in evals:
         # training voices: 4 test texts x 2 voices; held out: the voice's 6 clips, each with 5 others for cond and ref
         assert x["n"] == (8 if x["split"] == "training voices" else 6)

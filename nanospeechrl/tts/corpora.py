@@ -20,6 +20,7 @@ from nanospeechrl.builtin.corpus import CorpusConfig, build_corpus
 from nanospeechrl.encoder import EncoderConfig, ctc_labels
 from nanospeechrl.rewards import normalize
 from nanospeechrl.tts.speaker import label_parts
+from nanospeechrl.tts.text_front import spoken
 
 SEEN, UNSEEN = "training voices", "held-out voices"
 
@@ -100,7 +101,7 @@ def load_tts_data(cfg):
         print(f"evaluation: {sum(short.values())} items left out: their voice has fewer than 2 other clips")
     print(f"train: {len(train)} utterances, {sum(len(f) for f in feats) / 360000:.2f} h, {len(seen_voices)} voices; "
           + ", ".join(f"{k}: {len(v)} items" for k, v in voice_sets.items()))
-    labels = [ctc_labels(normalize(ex.spoken)) for ex in train]
+    labels = [ctc_labels(normalize(spoken(ex.spoken))) for ex in train]  # "42" -> "forty two", as the LM reads it
     return TTSData(train, feats, labels, voice_labels, classes, dev, voice_sets)
 
 

@@ -11,8 +11,9 @@ report_tts, per voice set, on the test texts:
     (a) real eSpeak audio            (b) Griffin-Lim of the real log-mel
     (c) flow matching from the tokenizer's tokens of the real audio
     (d) the full TTS: LM tokens (sampled) -> flow matching
-  (c) and (d) scored on the generated log-mel and on the waveform a person hears (Griffin-Lim,
-  written to a wav file, read back like any audio). Each row: judge WER/CER, similarity to the
+  (c) scored on the generated log-mel and on the waveform a person hears (Griffin-Lim, written
+  to a wav file, read back like any audio), (d) on the waveform only (its mel rows were within
+  0.5 CER points of it). Each row: judge WER/CER, similarity to the
   target voice (cosine to a real clip of it that is neither the item nor the clip the TTS was
   conditioned on), duration ratio to the real utterance, for (d) the share of LM samples that
   hit the length cap, and the WER difference to (a) with a paired-bootstrap 95% interval.
@@ -138,14 +139,17 @@ def report_tts(set_name, items, models, speech_tok, judges, speaker_eval, device
         rows[f"(d) {name}, mel"], rows[f"(d) {name}, wav"] = (mels, tokens, capped), None
     (_, judge), others = judges[0], judges[1:]
     with tempfile.TemporaryDirectory() as tmp:
+        tags = {}  # title -> the name its wav files have in tmp
         for k, title in enumerate(list(rows)):  # the waveform a person hears, read back like any audio file
             if rows[title] is None:
                 source = rows[title.replace(", wav", ", mel")] if "wav" in title else rows["(a) real audio"]
                 wavs = through_wav(source[0], tmp, str(k), torch.Generator().manual_seed(seed + 2))
-                rows[title] = (wavs,) + source[1:]
+                rows[title], tags[title] = (wavs,) + source[1:], str(k)
+        for title in [t for t in rows if t.startswith("(d)") and t.endswith(", mel")]:
+            del rows[title]  # (d) is scored as heard, on the waveform (its mel rows were within 0.5 CER points)
         hyps = {title: judge(row[0]) for title, row in rows.items()}
         if page is not None:
-            page[set_name] = page_items(items, rows, hyps, tmp)
+            page[set_name] = page_items(items, rows, hyps, tmp, tags)
     print(f"== TTS, {set_name} ({len(items)} test texts; judge: {judges[0][0]})")
     real_frames = sum(len(f) for f in real)
     for title, (feats, tokens, capped) in rows.items():
@@ -183,17 +187,16 @@ def report_tts(set_name, items, models, speech_tok, judges, speaker_eval, device
     return hyps
 
 
-def page_items(items, rows, hyps, folder, n=4):
+def page_items(items, rows, hyps, folder, tags, n=4):
     """The listening page's items (tts/samples_page.py) for the first n items of a voice set: per
     system its audio (the real file, else the waveform a person hears, as the judge got it), its
-    log-mel and the judge's transcript. folder: where the rows' wav files are (through_wav)."""
+    log-mel and the judge's transcript. folder, tags: the rows' wav files (through_wav's)."""
     systems = {"real": "(a) real audio", "Griffin-Lim": "(b) Griffin-Lim of real log-mel",
                "flow from real tokens": "(c) flow from tokens, wav",
                **{t[4:-5]: t for t in rows if t.startswith("(d)") and t.endswith(", wav")}}
-    order = list(rows)
     return [{"text": items[i]["text"], "systems": {
         name: {"wav": audio.load(items[i]["audio"]) if title.startswith("(a)") else
-               audio.load(os.path.join(folder, f"{order.index(title)}-{i:04d}.wav")),
+               audio.load(os.path.join(folder, f"{tags[title]}-{i:04d}.wav")),
                "mel": rows[title][0][i], "hyp": hyps[title][i]} for name, title in systems.items()}}
         for i in range(min(n, len(items)))]
 
