@@ -51,7 +51,7 @@ from nanospeechrl.tokenizer import Tokenizer
 from nanospeechrl.trainer import mean_loss, train_stage
 from nanospeechrl.tts.corpora import load_tts_data, rl_items
 from nanospeechrl.tts.diffro import grpo_diffro_loss
-from nanospeechrl.tts.evaluate import evaluate_run, judge_monitor
+from nanospeechrl.tts.evaluate import evaluate_run, finished_lms, judge_monitor
 from nanospeechrl.tts.judge import check_unseen, ctc_model_transcriber, default_judge
 from nanospeechrl.tts.rewards import TTS_REWARDS
 from nanospeechrl.tts.speaker import SpeakerConfig, embed_all
@@ -115,6 +115,8 @@ class TTSConfig:
     reward: str = "cer:1,duration:1"  # GRPO's rewards, name:weight of tts/rewards.py (cer, duration, similarity)
     diffro_beta: float = 0.1  # DiffRO's KL weight (GRPO's is --beta)
     rl_eval_every: int = 0  # during rl, score the judge's CER on 64 dev texts every this many steps (0: never)
+    seeds: int = 1  # rl and control run this many times from one SFT LM, replicate k with seed + k (<stage>-seed<k>)
+    rl_tag: str = ""  # rl and control into rl-<method>-<tag> and lm-control-<tag>, beside other settings' runs
     lr: float = 2e-3  # peak learning rate (AdamW, warmup then cosine to lr / 10)
     batch_frames: int = 6000  # padded log-mel frames per batch (100 frames = 1 s)
     log_every: int = 25  # steps between metrics lines
@@ -164,12 +166,11 @@ def parse_args(argv=None):
     if "rl" in stages and (cfg.rl_batch % gcfg.num_generations or gcfg.off_policy != "none"):
         parser.error(f"--rl-batch {cfg.rl_batch} must be a multiple of --num-generations {gcfg.num_generations} "
                      f"(each text needs a whole group), and TTS RL has no --off-policy reference rows")
-    needs = dict(NEEDS)
+    runs = [rl_name(cfg, k) for k in range(cfg.seeds)]
     made = set(stages) | ({"speaker_eval"} if "judge" in stages else set()) | \
-        ({"reward_asr", "token2text"} if "reward" in stages else set()) | \
-        ({f"rl-{cfg.rl}"} if "rl" in stages else set())
-    for stage, inputs in needs.items():
-        inputs = [f"rl-{cfg.rl}" if n == "rl" else n for n in inputs]
+        ({"reward_asr", "token2text"} if "reward" in stages else set()) | (set(runs) if "rl" in stages else set())
+    for stage, inputs in NEEDS.items():
+        inputs = [x for n in inputs for x in (runs if n == "rl" else [n])]
         missing = [n for n in inputs if n not in made and not done(cfg.out, n)]
         if stage in stages and missing:
             parser.error(f"{stage} needs the finished {missing[0]} checkpoint in {cfg.out}: run the stage that makes "
@@ -183,6 +184,16 @@ def parse_args(argv=None):
     elif cfg.judge and not os.path.exists(os.path.join(cfg.judge, "config.json")):
         parser.error(f"--judge {cfg.judge}: no checkpoint there (expected e.g. out/asr/stage1 from train_asr.py)")
     return cfg, gcfg
+
+
+def rl_name(cfg, k=0):
+    """RL's checkpoint: rl-<method>, then -<tag> (--rl-tag) and -seed<k> (replicate k of --seeds)."""
+    return f"rl-{cfg.rl}" + (f"-{cfg.rl_tag}" if cfg.rl_tag else "") + (f"-seed{k}" if k else "")
+
+
+def control_name(cfg, k=0):
+    """The control of rl_name(cfg, k): lm-control, with the same tag and replicate."""
+    return "lm-control" + rl_name(cfg, k)[len(f"rl-{cfg.rl}"):]
 
 
 # ----------------------------------------------------------------------------- the LM's SFT (the other
@@ -235,12 +246,11 @@ def train_lm(name, run, tokens, cfg, device, tokenizer, log, gen, n_codes, dev_t
 
 # ----------------------------------------------------------------------------- RL
 
-def tts_rl(items, tts, reward_asr, token2text, cfg, gcfg, device, log, monitor=None, setup_seconds=0.0):
+def tts_rl(name, items, tts, reward_asr, token2text, cfg, gcfg, device, log, monitor=None, setup_seconds=0.0):
     """Stage rl. A step: rollout (G token sequences per text) -> token2mel (flow, few Euler steps)
     -> reward (reward ASR on the mel: cer, duration) -> advantages -> reference -> update:
     GRPO's loss, DiffRO's, or both (DiffRO on positive-advantage samples, or on all)."""
-    name, method = f"rl-{cfg.rl}", cfg.rl
-    path, use_grpo = os.path.join(cfg.out, f"rl-{cfg.rl}"), cfg.rl != "diffro"
+    method, path, use_grpo = cfg.rl, os.path.join(cfg.out, name), cfg.rl != "diffro"
     lm = tts.lm.requires_grad_(True)
     reference = copy.deepcopy(lm).requires_grad_(False)  # the SFT model, frozen
     opt = torch.optim.AdamW(lm.parameters(), lr=cfg.rl_lr, betas=(0.9, 0.99), weight_decay=0.0)
@@ -379,23 +389,23 @@ def main(argv=None):
     if "reward" in stages:  # RL's reward models: a reward ASR on log-mel and Token2Text on tokens
         train_ctc("reward_asr", cfg.seed + 2, cfg.reward_steps, run, **common)
         train_token2text(run, tokens, n_codes=n_codes, **common)
-    if "rl" in stages and not (cfg.resume and done(cfg.out, f"rl-{cfg.rl}")):
-        t_setup = time.time()
-        items = rl_items(run, cfg.rl_texts, cfg.seed)
-        tts = load_tts(path("lm")).to(device)
-        reward_asr, token2text = (load_model(path(n)).to(device).requires_grad_(False)
-                                  for n in ("reward_asr", "token2text"))
-        monitor = judge_monitor(run, items, cfg, device) if cfg.rl_eval_every else None
-        tts_rl(items, tts, reward_asr, token2text, cfg, gcfg, device, log, monitor, time.time() - t_setup)
-    if "control" in stages:  # SFT continued from lm for the wall time rl took, at the final lr
-        seconds = saved_state(cfg.out, f"rl-{cfg.rl}")["elapsed"]
-        print(f"lm-control: LM SFT from lm for {seconds:.0f} s, the wall time rl-{cfg.rl} took")
-        train_lm("lm-control", run, tokens, n_codes=n_codes, seconds=seconds, lr_fn=lambda step: 0.1 * cfg.lr,
-                 init_opt=path("lm"), **common)
+    for k in range(cfg.seeds):  # replicate k: RL texts, rollouts and the control's batches from seed + k
+        kcfg, name = replace(cfg, seed=cfg.seed + k), rl_name(cfg, k)
+        if "rl" in stages and not (cfg.resume and done(cfg.out, name)):
+            t_setup = time.time()
+            items = rl_items(run, cfg.rl_texts, kcfg.seed)
+            tts = load_tts(path("lm")).to(device)
+            reward_asr, token2text = (load_model(path(n)).to(device).requires_grad_(False)
+                                      for n in ("reward_asr", "token2text"))
+            monitor = judge_monitor(run, items, cfg, device) if cfg.rl_eval_every else None
+            tts_rl(name, items, tts, reward_asr, token2text, kcfg, gcfg, device, log, monitor, time.time() - t_setup)
+        if "control" in stages:  # SFT continued from lm for the wall time rl took, at the final lr
+            seconds = saved_state(cfg.out, name)["elapsed"]
+            print(f"{control_name(cfg, k)}: LM SFT from lm for {seconds:.0f} s, the wall time {name} took")
+            train_lm(control_name(cfg, k), run, tokens, n_codes=n_codes, seconds=seconds,
+                     lr_fn=lambda step: 0.1 * cfg.lr, init_opt=path("lm"), **{**common, "cfg": kcfg})
     if cfg.evaluate and distributed.is_main():
-        models = [(name, path(stage)) for name, stage in [("SFT", "lm"), ("SFT continued", "lm-control")] +
-                  [(method, f"rl-{method}") for method in RL_METHODS] if done(cfg.out, stage)]
-        evaluate_run(run, cfg, device, log, models, baseline="SFT continued" if done(cfg.out, "lm-control") else None)
+        evaluate_run(run, cfg, device, log, *finished_lms(cfg.out))
     if distributed.is_main():
         print(f"report card: {write_report(cfg.out, 'train_tts.py', started)}")
     distributed.teardown()

@@ -353,17 +353,21 @@ def bench_stage(name, built, modes, repeats, recompile):
         line += f"   first step {first[mode]:.1f} s, first loss {losses[mode]:.4f}"
         print(line)
     for mode in compile_s:
-        saving = eager - statistics.median(times[mode])
-        note = f"pays for its compile after {compile_s[mode] / saving:.0f} steps" if saving > 0 else \
-            "never pays: not faster than eager"
+        plain = "bf16" if MODES[mode][1] else "eager"  # the same precision, not compiled
+        saving = statistics.median(times[plain]) - statistics.median(times[mode])
         eager_ones = [w.name for w in wrappers[mode] if not getattr(w, "is_compiled", False)]
-        fallback = f" (fell back to eager: {', '.join(eager_ones)})" if eager_ones else ""
-        print(f"  {mode}: compile {compile_s[mode]:.1f} s (first step; warm-up step excluded), {note}{fallback}")
-        if recompile:
+        pays = f"pays for itself after {compile_s[mode] / saving:.0f} steps at one batch shape" if saving > 0 else \
+            f"never pays: not faster than {plain}"
+        print(f"  {mode}: compile {compile_s[mode]:.1f} s (the first step), {pays}"
+              + (f" (fell back to eager: {', '.join(eager_ones)})" if eager_ones else ""))
+        if recompile == "all" or (recompile == "auto" and saving > 0):
             t_new, _ = run_mode(steps[mode], MODES[mode][1], other)
-            t_eager, _ = run_mode(steps["eager"], False, other)
-            print(f"  {mode}: a batch of another length ({shape(other)}): first step {t_new:.1f} s "
-                  f"(eager {t_eager:.2f} s): the recompile")
+            t_plain, _ = run_mode(steps[plain], MODES[plain][1], other)
+            line = f"  {mode}: first step on a batch of another length ({shape(other)}): {t_new:.1f} s ({plain} {t_plain:.2f} s)"
+            if n_lengths and saving > 0 and t_new > 2 * t_plain + 1:  # it recompiled
+                line += f"; with a recompile for each of the {n_lengths} lengths it pays after " \
+                        f"{(compile_s[mode] + (n_lengths - 1) * (t_new - t_plain)) / saving:.0f} steps"
+            print(line)
     ratios = {mode: statistics.median(t / e for t, e in zip(times[mode], times["eager"])) for mode in modes}
     return ratios, compile_s
 
@@ -375,7 +379,9 @@ def main():
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--modes", default="eager,compiled,bf16",
                         help=f"comma-separated of {', '.join(MODES)}; bf16 modes only where devices.CPU_BF16")
-    parser.add_argument("--no-recompile", action="store_true", help="skip timing a recompile for a new length")
+    parser.add_argument("--recompile", default="auto", choices=("auto", "all", "none"),
+                        help="time a compiled step on a batch of another length: where compiling is faster (auto), "
+                             "always, or never")
     parser.add_argument("--warm-cache", action="store_true",
                         help="use inductor's usual on-disk cache (compile times of a rerun) instead of a fresh one")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 repeats, batches a tenth of the size")
@@ -394,7 +400,8 @@ def main():
     repeats, scale = (2, 0.1) if args.quick else (args.steps, 1.0)
     import logging
     torch._logging.set_logs(dynamo=logging.ERROR, inductor=logging.ERROR)  # no graph-break warnings in the table
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU: {cpu_description()}")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU: {cpu_description()}; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"devices.CPU_BF16 (bf16 autocast in training): {devices.CPU_BF16}; modes: {', '.join(modes)}; "
           f"{repeats} interleaved repeats; inductor cache: {'usual (warm)' if args.warm_cache else 'fresh (cold)'}")
     asr, tts = TrainConfig(), TTSConfig()
@@ -404,14 +411,14 @@ def main():
     t0 = time.time()
     results = {}
     for name in only:
-        results[name] = bench_stage(name, builders[name](), modes, repeats, not (args.no_recompile or args.quick))
+        results[name] = bench_stage(name, builders[name](), modes, repeats, "none" if args.quick else args.recompile)
     devices.BF16 = True
     print(f"\nsummary: step time / eager fp32's (median of {repeats} paired repeats; < 1 is faster):")
     for name, (ratios, compile_s) in results.items():
         cells = [f"{m}/eager {ratios[m]:.2f}" for m in modes if m != "eager"]
         cells += [f"compile {compile_s[m]:.0f} s" + ("" if len(compile_s) == 1 else f" ({m})") for m in compile_s]
         print(f"  {name:10s} " + ", ".join(cells))
-    print(f"total {time.time() - t0:.0f} s")
+    print(f"total {time.time() - t0:.0f} s; load average {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

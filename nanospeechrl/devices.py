@@ -137,9 +137,17 @@ class _CompiledOrEager:
         except Exception as error:  # noqa: BLE001 (any compiler failure; the eager run below tells it from a bad input)
             out = self.eager(*args, **kwargs)  # raises too when the inputs, not the compiler, are at fault
             self.compiled = None
-            reason = (str(error).strip().splitlines() or [""])[0][:160]
-            print(f"torch.compile of {self.name} failed ({type(error).__name__}: {reason}); running it eagerly")
+            print(f"torch.compile of {self.name} failed ({_one_line(error)}); running it eagerly")
             return out
+
+
+def _one_line(error):
+    """'Type: first line of the message' of the error's root cause (dynamo wraps a backend's
+    error in BackendCompilerFailed, whose own first line names only the backend)."""
+    while getattr(error, "inner_exception", None) is not None or error.__cause__ is not None:
+        error = getattr(error, "inner_exception", None) or error.__cause__
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:160] if lines else ''}"
 
 
 def _backward_compiled_at_forward():
@@ -169,6 +177,6 @@ def compile_or_eager(fn, enabled=True, name=None, **options):
     try:
         compiled = torch.compile(fn, **options)
     except Exception as error:  # noqa: BLE001 (e.g. a Python version torch.compile does not support)
-        print(f"torch.compile of {name} unavailable ({type(error).__name__}: {str(error)[:160]}); running it eagerly")
+        print(f"torch.compile of {name} unavailable ({_one_line(error)}); running it eagerly")
         return fn
     return _CompiledOrEager(fn, compiled, name)

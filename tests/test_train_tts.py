@@ -175,11 +175,11 @@ def test_rl_changes_the_lm_and_no_other_model(full_run, tmp_path, monkeypatch):
     def snapshot(models):
         return {n: {k: v.detach().clone() for k, v in m.state_dict().items()} for n, m in models.items()}
 
-    def spy(items, tts, reward_asr, token2text, *args, **kwargs):
+    def spy(name, items, tts, reward_asr, token2text, *args, **kwargs):
         models = {"lm": tts.lm, "flow": tts.flow, "speaker": tts.speaker, "reward_asr": reward_asr,
                   "token2text": token2text}
         seen["before"] = snapshot(models)
-        real(items, tts, reward_asr, token2text, *args, **kwargs)
+        real(name, items, tts, reward_asr, token2text, *args, **kwargs)
         seen["after"] = snapshot(models)
 
     real = module.tts_rl
@@ -338,3 +338,24 @@ def test_llm_init_starts_the_lm_from_a_pretrained_decoder(corpus, tmp_path):
         if name == "wte.weight":  # rows: speech tokens + EOS (new, at the mean), the checkpoint's 97, added (mean)
             want = torch.cat([want.mean(0).expand(n_codes + 1, -1), want, want.mean(0).expand(280 - 97, -1)])
         assert torch.allclose(p, want, atol=5e-3), name
+
+
+def test_seeds_and_tags_replicate_rl_and_its_control(full_run, tmp_path):
+    """--seeds 2 --rl-tag: rl-grpo-x and rl-grpo-x-seed1, each with its control, evaluated beside the
+    SFT model; the first control is the baseline and the replicates are summarised by their means."""
+    import shutil
+    out = tmp_path / "out"
+    shutil.copytree(full_run[0], out, ignore=shutil.ignore_patterns("rl-*", "lm-control", "samples"))
+    corpus, n = full_run[0].parent, len(read_metrics(out))
+    r = train_tts(*data_args(corpus), *TINY, "--out", out, "--stages", "rl,control", "--rl", "grpo", "--seeds", "2",
+                  "--rl-tag", "x", cwd=corpus)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for stage in ("rl-grpo-x", "rl-grpo-x-seed1", "lm-control-x", "lm-control-x-seed1"):
+        assert json.loads((out / stage / "state.json").read_text())["done"], stage
+    rows = read_metrics(out)[n:]
+    models = {x["model"] for x in rows if x["stage"] == "eval" and x["model"].startswith("(d)")}
+    assert models == {"(d) SFT, wav", "(d) SFT continued x, wav", "(d) SFT continued x@1, wav", "(d) grpo x, wav",
+                      "(d) grpo x@1, wav"}
+    seeds = [x for x in rows if x["stage"] == "seeds" and x["split"] == "training voices"]
+    assert [(x["method"], x["seeds"]) for x in seeds] == [("SFT continued x", 2), ("grpo x", 2)]
+    assert seeds[1]["base"] == "SFT continued x" and seeds[1]["low"] <= seeds[1]["diff"] <= seeds[1]["high"]

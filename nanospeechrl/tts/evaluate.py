@@ -18,7 +18,9 @@ report_tts, per voice set, on the test texts:
   conditioned on), duration ratio to the real utterance, for (d) the share of LM samples that
   hit the length cap, and the WER difference to (a) with a paired-bootstrap 95% interval.
 """
+import json
 import os
+import re
 import tempfile
 
 import torch
@@ -201,10 +203,55 @@ def page_items(items, rows, hyps, folder, tags, n=4):
         for i in range(min(n, len(items)))]
 
 
-def evaluate_run(run, cfg, device, log, tts_models, baseline=None):
+RL_RUN = re.compile(r"(lm-control|rl-(?:grpo|diffro|both-nofilter|both))(-(?!seed\d+$)[\w.+-]+?)?(?:-seed(\d+))?")
+
+
+def finished_lms(out):
+    """The finished text-to-token LMs of a run -> (models [(name, dir)], baseline name or None,
+    {method: [model names]}): "SFT" (lm) first, then the controls ("SFT continued", +" <tag>"),
+    then each RL method (+" <tag>"); replicate k >= 1 of --seeds is "<name>@k". The baseline is
+    the first control."""
+    found = []
+    for d in os.listdir(out):
+        m = RL_RUN.fullmatch(d)
+        if m and os.path.exists(os.path.join(out, d, "state.json")) and \
+                json.load(open(os.path.join(out, d, "state.json"))).get("done"):
+            method = ("SFT continued" if m[1] == "lm-control" else m[1][3:]) + (f" {m[2][1:]}" if m[2] else "")
+            found.append((m[1] != "lm-control", method, int(m[3] or 0), os.path.join(out, d)))
+    models, methods = [("SFT", os.path.join(out, "lm"))], {}
+    for _, method, k, path in sorted(found):
+        name = method + (f"@{k}" if k else "")
+        models.append((name, path))
+        methods.setdefault(method, []).append(name)
+    controls = [m for m in methods if m.startswith("SFT continued")]
+    return models, (controls[0] if controls else None), methods
+
+
+def seed_means(set_name, refs, hyps, methods, baseline, log):
+    """Methods with several replicates (--seeds): each one's mean CER and spread over its seeds,
+    and the paired-bootstrap interval of mean CER - the baseline's mean, by the first judge."""
+    if not any(len(names) > 1 for names in methods.values()):
+        return
+    for method, names in methods.items():
+        cers = [error_counts(refs, hyps[f"(d) {n}, wav"])["cer"] for n in names]
+        mean, sd = sum(cers) / len(cers), (sum((c - sum(cers) / len(cers)) ** 2 for c in cers) /
+                                           max(1, len(cers) - 1)) ** 0.5
+        row = {"stage": "seeds", "method": method, "split": set_name, "seeds": len(cers), "cer": mean, "cer_sd": sd}
+        line = f"{set_name:16s} {method:24s} CER {100 * mean:5.1f} ± {100 * sd:.1f} ({len(cers)} seeds)"
+        if baseline and method != baseline:
+            d, lo, hi = bootstrap_wer_diff(refs, [hyps[f"(d) {n}, wav"] for n in methods[baseline]],
+                                           [hyps[f"(d) {n}, wav"] for n in names], unit="char")
+            row.update(base=baseline, diff=d, low=lo, high=hi)
+            line += f"  mean - mean({baseline}) = {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+        log(row)
+        print(line)
+
+
+def evaluate_run(run, cfg, device, log, tts_models, baseline=None, methods=None):
     """Everything train_tts.py reports, each by a model that did not train what it judges, as far
     as the run has the checkpoints for it. tts_models: [(name, checkpoint dir)] of text-to-token
-    LMs, the first the SFT model; baseline: the name the others are compared with."""
+    LMs, the first the SFT model; baseline: the name the others are compared with; methods: the
+    replicates of each method ({method: [names]}, finished_lms), summarised by their means."""
     out, batch = cfg.out, cfg.eval_batch
     have = lambda stage: os.path.exists(os.path.join(out, stage, "state.json"))  # noqa: E731
     model = lambda stage: load_model(os.path.join(out, stage)).to(device)  # noqa: E731
@@ -233,8 +280,10 @@ def evaluate_run(run, cfg, device, log, tts_models, baseline=None):
     models, page = [(name, load_tts(path).to(device)) for name, path in tts_models], {}
     for set_name, items in run.voice_sets.items():
         if items:
-            report_tts(set_name, items, models, speech_tok, judges, model("speaker_eval"), device, batch,
-                       cfg.euler_steps, cfg.seed, log, eval_sampling(cfg), page, reward_asr, token2text, baseline)
+            hyps = report_tts(set_name, items, models, speech_tok, judges, model("speaker_eval"), device, batch,
+                              cfg.euler_steps, cfg.seed, log, eval_sampling(cfg), page, reward_asr, token2text,
+                              baseline)
+            seed_means(set_name, [it["text"] for it in items], hyps, methods or {}, baseline, log)
     if page:
         path = write_page(os.path.join(out, "samples"), "nanospeechrl TTS: listen", page,
                           intro=f"The first test texts of each voice set. Transcripts by the {judges[0][0]} judge, "
