@@ -86,10 +86,11 @@ class TTS:
         return speech_tokens(rollout, self.lm.eos_id), capped
 
     @torch.no_grad()
-    def mels(self, tokens, voices, steps=10, generator=None):
-        """Speech-token lists + voices (B, dim; voice()) -> a list of log-mel (FOLD * n_i, 80)."""
+    def mels(self, tokens, voices, steps=10, generator=None, cfg_strength=None):
+        """Speech-token lists + voices (B, dim; voice()) -> a list of log-mel (FOLD * n_i, 80);
+        cfg_strength: the flow's guidance (None: its config's)."""
         ids, lengths = pad_ids(tokens, self.device)
-        mel = self.flow.sample(ids, lengths, voices, steps, generator=generator)
+        mel = self.flow.sample(ids, lengths, voices, steps, cfg_strength, generator=generator)
         return [m[:FOLD * n] for m, n in zip(mel.float(), lengths.tolist())]
 
     def synthesize(self, texts, voices, steps=10, generator=None, **sampling):
