@@ -6,8 +6,9 @@ Training curves from a run's metrics.jsonl, as one PNG.
     python -m nanospeechrl.plot out/a out/b -o both.png   # several runs' metrics, one figure
     python -m nanospeechrl.plot out/a out/b --only judge_cer,kl   # just these panels
 
-Panels: the loss of every supervised stage against its step; for every RL stage (rows with a
-reward) the mean reward, reward_std, KL to the reference, mean completion length and, where
+Panels: the loss of every supervised stage against its step, and its dev loss where early
+stopping measured one; for every RL stage (rows with a reward) the mean reward, reward_std,
+KL to the reference, rollout entropy, mean completion length and, where
 logged (train_tts.py --rl-eval-every), the judge's CER; and the evaluation of every model on
 every split (WER, or BLEU for QA and translation). A stage logged
 twice at one step (a resumed or repeated run) keeps its last value. Lines that are not JSON
@@ -25,7 +26,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 RL_PANELS = [("reward", "mean reward"), ("reward_std", "reward std within a group"), ("kl", "KL to the reference"),
-             ("completions/mean_length", "completion length (tokens)"), ("judge_cer", "judge CER on dev texts")]
+             ("entropy", "rollout entropy (nats/token)"), ("completions/mean_length", "completion length (tokens)"),
+             ("judge_cer", "judge CER on dev texts")]
 
 
 def read_metrics(path):
@@ -77,6 +79,7 @@ def plot(rows, path, only=None):
     rl_stages = set(curves(rows, "reward")) | set(curves(rows, "judge_cer"))
     losses = {k: v for k, v in curves(rows, "loss").items() if k not in rl_stages}
     panels = ([("loss", "supervised loss", losses)] if losses else [])
+    panels += [("dev_loss", "dev loss (early stopping)", curves(rows, "dev_loss"))] if curves(rows, "dev_loss") else []
     panels += [(key, title, curves(rows, key)) for key, title in RL_PANELS if rl_stages and curves(rows, key)]
     scores = evaluation(rows)
     if only:
