@@ -22,14 +22,17 @@ order, so a machine whose speed wanders slows all alike; reported: the median st
 the median over repeats of each mode's time over eager's in the same repeat.
 
 Compilation: the first compiled step's time (cold: a fresh inductor cache unless --warm-cache),
-and a recompile: the first compiled step on a batch of another padded length. Inductor
-specialises these graphs to the sequence length, so training pays a recompile per distinct
-padded length (printed per stage) up to torch._dynamo's recompile limit, then runs eagerly.
+and (where compiling is >= 1.1x faster, or with --recompile all) the first compiled steps on
+batches of two other padded lengths: recompiles if the graphs are specialised to the length,
+as training would pay once per distinct padded length (printed per stage) up to
+torch._dynamo's recompile limit (then it runs eagerly). Last: each stage's ratios to eager fp32.
 """
 import argparse
+import atexit
 import copy
 import os
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -53,6 +56,8 @@ from train_asr import HIDDEN_MASKS, TrainConfig  # noqa: E402
 from train_tts import TTSConfig  # noqa: E402
 
 STAGES = ("ctc", "sft", "grpo", "tokenizer", "flow", "lm")
+STEPS = {"ctc": ("ctc_steps", TrainConfig), "sft": ("sft_steps", TrainConfig), "grpo": ("rl_steps", TrainConfig),
+         "tokenizer": ("tok_steps", TTSConfig), "flow": ("flow_steps", TTSConfig), "lm": ("lm_steps", TTSConfig)}
 MODES = {"eager": (False, False), "compiled": (True, False), "bf16": (False, True), "compiled-bf16": (True, True)}
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 N_CHARS = len(CTC_CHARS) + 1
@@ -79,12 +84,13 @@ def corpus_lengths(n, seed=0):
 
 def pick_batches(lengths, max_frames, multiple=data.SHAPE_MULTIPLE):
     """The scripts' bucketing of `lengths` under max_frames padded frames -> (the batch of median
-    padded length, one of another length (the recompile), distinct padded lengths in an epoch)."""
+    padded length, [two of other padded lengths (recompiles?)], distinct padded lengths in an epoch)."""
     padded = lambda b: -(-max(lengths[i] for i in b) // multiple) * multiple  # noqa: E731
     batches = sorted(data.bucket_batches(lengths, max_frames, multiple=multiple, seed=0), key=padded)
     main = batches[len(batches) // 2]
-    other = next(b for b in batches[len(batches) * 3 // 4:] if padded(b) != padded(main))
-    return main, other, len({padded(b) for b in batches})
+    longer = next(b for b in batches[len(batches) * 3 // 4:] if padded(b) != padded(main))
+    shorter = next(b for b in reversed(batches[:len(batches) // 4]) if padded(b) != padded(main))
+    return main, [longer, shorter], len({padded(b) for b in batches})
 
 
 WRAPPERS = []  # every compile_or_eager result, to tell whether a mode fell back to eager
@@ -97,13 +103,14 @@ def compile_or_eager(fn, enabled, name):
     return out
 
 
-def fp32_state(model):
+def fresh_copy(model):
     return copy.deepcopy(model)
 
 
 # ----------------------------------------------------------------------------- the stages
-# Each builder returns (description, make, batches, distinct lengths): make(compiled) -> a
-# fresh model copy's step(batch) -> loss (float); the same initial weights for every mode.
+# Each builder returns (description, make, (batch, [2 batches of other lengths]), distinct padded
+# lengths in an epoch, shape(batch) -> words): make(compiled) -> step(batch) -> loss (a float)
+# of a fresh copy of the stage's model, the same initial weights for every mode.
 
 def supervised_step(model, loss_fn, lr, betas=(0.9, 0.98)):
     """train_stage's step: autocast forward, backward, clip at norm 1, AdamW."""
@@ -130,7 +137,7 @@ def stage_ctc(cfg, scale):
     base = torch.nn.ModuleDict({"encoder": Encoder(enc_cfg), "head": CTCHead(enc_cfg)})
 
     def make(compiled):
-        model = fp32_state(base).train()
+        model = fresh_copy(base).train()
         encoder = compile_or_eager(model["encoder"], compiled, name="ctc encoder")
 
         def loss_fn(idx):
@@ -138,9 +145,9 @@ def stage_ctc(cfg, scale):
             hidden, out_lens = encoder(b["feats"], b["feat_lens"])
             return ctc_loss(model["head"](hidden), out_lens, b["tokens"], b["token_lens"])
         return supervised_step(model, loss_fn, cfg.lr)
-    main, other, n_lengths = pick_batches(lengths, int(cfg.batch_frames * scale))
+    main, others, n_lengths = pick_batches(lengths, int(cfg.batch_frames * scale))
     desc = f"encoder d_model {cfg.d_model}, {cfg.enc_layers} blocks + CTC head"
-    return desc, make, (main, other), n_lengths, lambda idx: f"{len(idx)} x {max(lengths[i] for i in idx)} frames"
+    return desc, make, (main, others), n_lengths, lambda idx: f"{len(idx)} x {max(lengths[i] for i in idx)} frames"
 
 
 def speech_llm(cfg):
@@ -166,10 +173,10 @@ def stage_sft(cfg, scale):
     hidden = [torch.randn((n + 3) // 4, cfg.d_model) for n in lengths]  # the frozen encoder's cached outputs
     targets = [torch.randint(3, cfg.vocab_size, (max(2, n // 12),)).tolist() for n in lengths]
     base = speech_llm(cfg)
-    gen = torch.Generator().manual_seed(0)
 
     def make(compiled):
-        model = compile_llm(fp32_state(base).train(), compiled, "sft llm")
+        gen = torch.Generator().manual_seed(0)  # each mode the same SpecAugment masks
+        model = compile_llm(fresh_copy(base).train(), compiled, "sft llm")
         projector = compile_or_eager(model.projector, compiled, name="sft projector")
 
         def loss_fn(idx):
@@ -178,10 +185,11 @@ def stage_sft(cfg, scale):
             audio = projector(h, b["feat_lens"])
             return model.sft_loss_from_audio(*audio, [[1]] * len(idx), [targets[i] for i in idx])
         return supervised_step(model, loss_fn, cfg.lr)
-    main, other, n_lengths = pick_batches(lengths, int(cfg.batch_frames * scale))
+    main, others, n_lengths = pick_batches(lengths, int(cfg.batch_frames * scale))
     desc = f"projector + LLM {cfg.n_embd} wide, {cfg.llm_layers} blocks, encoder frozen (cached outputs)"
-    return desc, make, (main, other), n_lengths, \
-        lambda idx: f"{len(idx)} x {max(lengths[i] for i in idx)} frames -> {max((lengths[i] + 3) // 8 + 1 + len(targets[i]) for i in idx)} LLM slots"
+    slots = [(n + 3) // 8 + 1 + len(t) for n, t in zip(lengths, targets)]  # audio embeddings + task + target
+    return desc, make, (main, others), n_lengths, \
+        lambda idx: f"{len(idx)} x {max(lengths[i] for i in idx)} frames -> {max(slots[i] for i in idx)} LLM slots"
 
 
 def stage_grpo(cfg, scale):
@@ -206,12 +214,13 @@ def stage_grpo(cfg, scale):
             ref = reference.completion_logprobs(hidden, hidden_lens, prompts, tokens, lens, gcfg.temperature)
         return hidden, hidden_lens, prompts, batch, ref
 
-    lengths = corpus_lengths(2 * n_utts, seed=1)
+    lengths = corpus_lengths(3 * n_utts, seed=1)
     main = rollout(lengths[:n_utts], torch.randint(30, 51, (n_utts * G,)).tolist())
-    other = rollout(lengths[n_utts:], torch.randint(50, 71, (n_utts * G,)).tolist())
+    others = [rollout(lengths[n_utts:2 * n_utts], torch.randint(50, 71, (n_utts * G,)).tolist()),
+              rollout(lengths[2 * n_utts:], torch.randint(20, 31, (n_utts * G,)).tolist())]
 
     def make(compiled):
-        model = compile_llm(fp32_state(base), compiled, "grpo llm")
+        model = compile_llm(fresh_copy(base), compiled, "grpo llm")
         policy = torch.nn.ModuleDict({"projector": model.projector, "llm": model.llm})
         opt = torch.optim.AdamW(policy.parameters(), lr=cfg.rl_lr, betas=(0.9, 0.99), weight_decay=0.0)
 
@@ -223,7 +232,7 @@ def stage_grpo(cfg, scale):
             return metrics["loss"] if metrics else float("nan")
         return step
     desc = f"grpo_update of projector + LLM {cfg.n_embd} wide, {cfg.llm_layers} blocks (G = {G}, beta {gcfg.beta})"
-    return desc, make, (main, other), None, \
+    return desc, make, (main, others), None, \
         lambda x: f"{x[3].tokens.shape[0]} completions of {x[3].lengths.float().mean():.0f} tokens " \
                   f"(longest {x[3].tokens.shape[1]}) after {int(x[1].max()) // 2 + 1}-slot prompts"
 
@@ -239,7 +248,7 @@ def stage_tokenizer(tcfg, scale):
     base = SpeechTokenizer(config)
 
     def make(compiled):
-        model = fp32_state(base).train()
+        model = fresh_copy(base).train()
         forward = compile_or_eager(model, compiled, name="speech tokenizer")
 
         def loss_fn(idx):
@@ -247,10 +256,10 @@ def stage_tokenizer(tcfg, scale):
             logits, lens, _ = forward(b["feats"], b["feat_lens"])
             return ctc_loss(logits, lens, b["tokens"], b["token_lens"])
         return supervised_step(model, loss_fn, tcfg.lr)
-    main, other, n_lengths = pick_batches(lengths, int(tcfg.batch_frames * scale))
+    main, others, n_lengths = pick_batches(lengths, int(tcfg.batch_frames * scale))
     desc = f"SpeechTokenizer d_model {tcfg.d_model}, {tcfg.tok_layers} + {tcfg.tok_upper} blocks, " \
            f"FSQ {tcfg.fsq_levels}^{tcfg.fsq_dims}"
-    return desc, make, (main, other), n_lengths, lambda idx: f"{len(idx)} x {max(lengths[i] for i in idx)} frames"
+    return desc, make, (main, others), n_lengths, lambda idx: f"{len(idx)} x {max(lengths[i] for i in idx)} frames"
 
 
 def stage_flow(tcfg, scale):
@@ -265,7 +274,7 @@ def stage_flow(tcfg, scale):
     base = TokenToMel(fcfg)
 
     def make(compiled):
-        model = fp32_state(base).train()
+        model = fresh_copy(base).train()
         gen = torch.Generator().manual_seed(0)
         voice = compile_or_eager(model.voice, compiled, name="flow voice")
         loss = compile_or_eager(model.loss, compiled, name="flow loss")
@@ -277,9 +286,10 @@ def stage_flow(tcfg, scale):
             v = voice(voices[idx], r["feats"], r["feat_lens"])
             return loss(b["feats"], b["feat_lens"], b["tokens"], b["token_lens"], v, gen)
         return supervised_step(model, loss_fn, tcfg.lr)
-    main, other, n_lengths = pick_batches(lengths, int(tcfg.batch_frames * scale))
-    desc = f"TokenToMel {tcfg.flow_d} wide, {tcfg.flow_layers} blocks + reference encoder on {tcfg.spk_crop}-frame crops"
-    return desc, make, (main, other), n_lengths, \
+    main, others, n_lengths = pick_batches(lengths, int(tcfg.batch_frames * scale))
+    desc = f"TokenToMel {tcfg.flow_d} wide, {tcfg.flow_layers} blocks + reference encoder " \
+           f"on {tcfg.spk_crop}-frame crops"
+    return desc, make, (main, others), n_lengths, \
         lambda idx: f"{len(idx)} x {max(lengths[i] for i in idx)} frames ({max(len(tokens[i]) for i in idx)} tokens)"
 
 
@@ -297,15 +307,15 @@ def stage_lm(tcfg, scale):
     rows = [len(p) + len(t) for p, t in zip(prompts, targets)]
 
     def make(compiled):
-        lm = fp32_state(base).train()
+        lm = fresh_copy(base).train()
         if compiled:  # sft_loss calls self(idx=...): the forward replaced
             lm.forward = compile_or_eager(lm.forward, True, name="token lm")
         return supervised_step(lm, lambda idx: lm.sft_loss([prompts[i] for i in idx], [targets[i] for i in idx]),
                                tcfg.lr)
-    main, other, n_lengths = pick_batches(rows, int(tcfg.lm_batch_tokens * scale))
+    main, others, n_lengths = pick_batches(rows, int(tcfg.lm_batch_tokens * scale))
     desc = f"TokenLM {tcfg.n_embd} wide, {tcfg.lm_layers} blocks, dropout {tcfg.lm_dropout}, " \
            f"{n_codes + 1} + {tcfg.vocab_size} ids"
-    return desc, make, (main, other), n_lengths, lambda idx: f"{len(idx)} x {max(rows[i] for i in idx)} tokens"
+    return desc, make, (main, others), n_lengths, lambda idx: f"{len(idx)} x {max(rows[i] for i in idx)} tokens"
 
 
 # ----------------------------------------------------------------------------- timing
@@ -321,9 +331,15 @@ def run_mode(step, bf16, batch):
     return timed(step, batch)
 
 
+def net(seconds):
+    return f"saves {seconds:.0f} s" if seconds >= 0 else f"costs {-seconds:.0f} s more"
+
+
 def bench_stage(name, built, modes, repeats, recompile):
-    desc, make, (main, other), n_lengths, shape = built
-    print(f"\n[{name}] {desc}")
+    desc, make, (main, others), n_lengths, shape = built
+    field, config = STEPS[name]
+    n_steps = getattr(config(), field)
+    print(f"\n[{name}] {desc}; {n_steps} steps by default (--{field.replace('_', '-')})")
     print(f"  batch: {shape(main)}" + (f"; {n_lengths} distinct padded lengths in an epoch" if n_lengths else ""))
     torch._dynamo.reset()  # each stage compiles from scratch (and has the recompile limit to itself)
     steps = {}
@@ -343,7 +359,6 @@ def bench_stage(name, built, modes, repeats, recompile):
     for r in range(repeats):
         for mode in modes[r % len(modes):] + modes[:r % len(modes)]:  # rotating order
             times[mode].append(run_mode(steps[mode], MODES[mode][1], main)[0])
-    eager = statistics.median(times["eager"])
     for mode in modes:
         med = statistics.median(times[mode])
         line = f"  {mode:14s} {1000 * med:8.1f} ms/step"
@@ -352,22 +367,40 @@ def bench_stage(name, built, modes, repeats, recompile):
             line += f"   {mode}/eager {ratio:.2f} (speed-up {1 / ratio:.2f}x)"
         line += f"   first step {first[mode]:.1f} s, first loss {losses[mode]:.4f}"
         print(line)
+    ratio_to = {}
     for mode in compile_s:
         plain = "bf16" if MODES[mode][1] else "eager"  # the same precision, not compiled
+        ratio_to[mode] = statistics.median(t / e for t, e in zip(times[mode], times[plain]))
         saving = statistics.median(times[plain]) - statistics.median(times[mode])
         eager_ones = [w.name for w in wrappers[mode] if not getattr(w, "is_compiled", False)]
         pays = f"pays for itself after {compile_s[mode] / saving:.0f} steps at one batch shape" if saving > 0 else \
             f"never pays: not faster than {plain}"
         print(f"  {mode}: compile {compile_s[mode]:.1f} s (the first step), {pays}"
               + (f" (fell back to eager: {', '.join(eager_ones)})" if eager_ones else ""))
-        if recompile == "all" or (recompile == "auto" and saving > 0):
-            t_new, _ = run_mode(steps[mode], MODES[mode][1], other)
-            t_plain, _ = run_mode(steps[plain], MODES[plain][1], other)
-            line = f"  {mode}: first step on a batch of another length ({shape(other)}): {t_new:.1f} s ({plain} {t_plain:.2f} s)"
-            if n_lengths and saving > 0 and t_new > 2 * t_plain + 1:  # it recompiled
-                line += f"; with a recompile for each of the {n_lengths} lengths it pays after " \
-                        f"{(compile_s[mode] + (n_lengths - 1) * (t_new - t_plain)) / saving:.0f} steps"
-            print(line)
+        if recompile == "all" or (recompile == "auto" and ratio_to[mode] < 1 / 1.1):
+            costs = []  # seconds over the plain step's, of each first step on a new length
+            for other in others:
+                t_new, _ = run_mode(steps[mode], MODES[mode][1], other)
+                t_plain, _ = run_mode(steps[plain], MODES[plain][1], other)
+                costs.append(t_new - t_plain)
+                print(f"  {mode}: first step on another length ({shape(other)}): {t_new:.1f} s "
+                      f"({plain} {t_plain:.2f} s)" + (": recompiled" if t_new > 2 * t_plain + 1 else ""))
+            if saving > 0 and all(c > 1 for c in costs) and n_lengths:
+                # torch._dynamo compiles up to its recompile limit of variants; lengths past it run eagerly
+                limit = getattr(torch._dynamo.config, "recompile_limit", None) or torch._dynamo.config.cache_size_limit
+                n_compiled = min(n_lengths, limit)
+                total = compile_s[mode] + (n_compiled - 1) * statistics.mean(costs)
+                gain = saving * n_compiled / n_lengths  # per step, averaged over the epoch's lengths
+                print(f"  {mode}: every new length recompiles: {n_compiled - 1} recompiles, then (torch._dynamo's "
+                      f"recompile limit, {limit}) the other {n_lengths - n_compiled} of the {n_lengths} lengths run "
+                      f"eagerly; it pays after {total / gain:.0f} steps; over {n_steps} steps it "
+                      f"{net(n_steps * gain - total)}")
+            elif saving > 0 and all(c > 1 for c in costs):
+                print(f"  {mode}: every new length recompiles (each GRPO step has its own lengths)")
+            elif saving > 0 and costs[0] > 1:  # the second shape compiles a dynamic graph, which the third reuses
+                total = compile_s[mode] + costs[0]
+                print(f"  {mode}: one recompile (a graph dynamic in the length), then none: it pays after "
+                      f"{total / saving:.0f} steps; over {n_steps} steps it {net(n_steps * saving - total)}")
     ratios = {mode: statistics.median(t / e for t, e in zip(times[mode], times["eager"])) for mode in modes}
     return ratios, compile_s
 
@@ -380,8 +413,8 @@ def main():
     parser.add_argument("--modes", default="eager,compiled,bf16",
                         help=f"comma-separated of {', '.join(MODES)}; bf16 modes only where devices.CPU_BF16")
     parser.add_argument("--recompile", default="auto", choices=("auto", "all", "none"),
-                        help="time a compiled step on a batch of another length: where compiling is faster (auto), "
-                             "always, or never")
+                        help="time compiled steps on batches of two other lengths (recompiles?): where "
+                             "compiling is >= 1.1x faster (auto), always, or never")
     parser.add_argument("--warm-cache", action="store_true",
                         help="use inductor's usual on-disk cache (compile times of a rerun) instead of a fresh one")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 repeats, batches a tenth of the size")
@@ -395,8 +428,9 @@ def main():
     modes = ["eager"] + [m for m in modes if m != "eager" and (devices.CPU_BF16 or not MODES[m][1])]
     if args.threads:
         torch.set_num_threads(args.threads)
-    if not args.warm_cache:
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-bench-")
+    if not args.warm_cache:  # a fresh cache, removed at exit
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache = tempfile.mkdtemp(prefix="inductor-bench-")
+        atexit.register(shutil.rmtree, cache, ignore_errors=True)
     repeats, scale = (2, 0.1) if args.quick else (args.steps, 1.0)
     import logging
     torch._logging.set_logs(dynamo=logging.ERROR, inductor=logging.ERROR)  # no graph-break warnings in the table
@@ -415,7 +449,7 @@ def main():
     devices.BF16 = True
     print(f"\nsummary: step time / eager fp32's (median of {repeats} paired repeats; < 1 is faster):")
     for name, (ratios, compile_s) in results.items():
-        cells = [f"{m}/eager {ratios[m]:.2f}" for m in modes if m != "eager"]
+        cells = [f"{m}/eager {ratios[m]:.2f} ({1 / ratios[m]:.2f}x)" for m in modes if m != "eager"]
         cells += [f"compile {compile_s[m]:.0f} s" + ("" if len(compile_s) == 1 else f" ({m})") for m in compile_s]
         print(f"  {name:10s} " + ", ".join(cells))
     print(f"total {time.time() - t0:.0f} s; load average {os.getloadavg()[0]:.1f}")

@@ -170,6 +170,8 @@ def compile_or_eager(fn, enabled=True, name=None, **options):
     the input's: it is raised). So fn should be a forward, with no side effects a retried call would
     repeat (not an optimizer step). A module keeps its parameters and state_dict; call the result in
     its place:  encoder = compile_or_eager(model.encoder, cfg.compile); hidden = encoder(x, n).
+    A module that other code calls (SpeechLM calls self.llm) gets its forward replaced instead:
+    llm.forward = compile_or_eager(llm.forward, on) (passing llm itself there would recurse).
     The result's .is_compiled says which path it is on; .eager is fn."""
     if not enabled:
         return fn

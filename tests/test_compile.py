@@ -147,7 +147,8 @@ def test_backward_compile_failure_is_caught_in_the_forward_call(capsys):
 
     model = tiny_encoder()
     feats, lengths = torch.randn(2, 32, 80), torch.tensor([32, 20])
-    forward = compile_or_eager(model, True, backend=aot_autograd(fw_compiler=lambda g, _: g, bw_compiler=broken_backward))
+    backend = aot_autograd(fw_compiler=lambda graph, _: graph, bw_compiler=broken_backward)
+    forward = compile_or_eager(model, True, backend=backend)
     loss = encoder_loss(forward, feats, lengths)
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 1 and "cannot compile the backward" in out[0] and not forward.is_compiled
