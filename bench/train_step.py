@@ -76,7 +76,7 @@ def cpu_description():
 
 
 def corpus_lengths(n, seed=0):
-    """Utterance lengths in frames like the built-in corpus's (47-949, mean ~230; bench/bf16.py)."""
+    """Utterance lengths in frames like the built-in corpus's (47-949, mean ~230; bench/train_step.py)."""
     g = torch.Generator().manual_seed(seed)
     u = torch.rand(n, generator=g)
     return (47 - 180 * torch.log1p(-u)).clamp(max=949).long().tolist()

@@ -279,7 +279,7 @@ def features(examples, cache_dir=None, skip_bad=False, max_frames=None):
 # ----------------------------------------------------------------------------- batching
 
 # Batches are padded to a multiple of this many frames: few distinct shapes, so the oneDNN
-# kernels that bf16 autocast runs on a CPU, compiled once per shape, are reused (bench/bf16.py).
+# kernels that bf16 autocast runs on a CPU, compiled once per shape, are reused (bench/train_step.py).
 SHAPE_MULTIPLE = 32
 
 

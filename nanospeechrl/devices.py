@@ -3,7 +3,7 @@ Where the model runs, in what precision, and RL's device juggling.
 
 Precision: bf16 autocast runs only on CPUs with native bf16 matrix instructions: AMX (Intel
 Xeon 4th gen and later) or AVX512-BF16 (e.g. AMD Zen 4 and later), where training steps ran
-1.3-1.6x faster (bench/bf16.py); elsewhere, CUDA included, everything is fp32: without them CPU
+1.3-1.6x faster (bench/train_step.py); elsewhere, CUDA included, everything is fp32: without them CPU
 bf16 is emulated and slower, and these models are too small to gain from bf16 on a GPU
 (docs/RESULTS.md, "bf16").
 

@@ -123,7 +123,7 @@ def sdpa(q, k, v, **kw):
     attention backward profiled ~8x slower than fp32's on our models, and attention is a small
     share of their FLOPs. The result is fp32; the next Linear casts it back to bf16.
     In bf16 on CUDA, without cuDNN's attention (PyTorch's first choice on H100s): it builds a
-    plan for every new shape, and our batches come in hundreds of shapes (bench/bf16.py)."""
+    plan for every new shape, and our batches come in hundreds of shapes (bench/train_step.py)."""
     if q.device.type == "cuda" and q.dtype != torch.float32:
         with sdpa_kernel(CUDA_SDPA):
             return F.scaled_dot_product_attention(q, k, v, **kw)
