@@ -13,6 +13,8 @@ import json
 import os
 import random
 import re
+import sys
+import time
 from dataclasses import asdict, fields
 
 import torch
@@ -64,6 +66,7 @@ def start_run(cfg, *configs):
             metrics.write(json.dumps(row) + "\n")
             metrics.flush()
 
+    log({"stage": "run", "command": " ".join(sys.argv), "started": time.time()})  # for the report card
     precision = "bf16 autocast" if devices.uses_bf16(device) else "fp32"
     if distributed.world_size() > 1:
         print(f"rank {distributed.rank()} of {distributed.world_size()} (torchrun)")

@@ -143,9 +143,13 @@ def write_report(out, script, started=None):
     lines = [f"# {script} report card", "",
              f"- written {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, commit {commit()}",
              f"- machine: {machine()}; torch {torch.__version__}",
-             f"- command: `python {' '.join([script, *sys.argv[1:]])}`"]
-    if started:
-        lines.append(f"- this command's wall time: {time.time() - started:.0f} s")
+             f"- this command: `python {' '.join([script, *sys.argv[1:]])}`" +
+             (f", {time.time() - started:.0f} s" if started else "")]
+    runs = [r for r in rows if r.get("stage") == "run"]
+    if len(runs) > 1:  # --out holds the work of several commands: the tables below are their latest rows
+        lines += ["", "Commands that wrote to this directory, oldest first:", ""]
+        lines += [f"- {time.strftime('%Y-%m-%d %H:%M', time.gmtime(r['started']))} UTC: `python "
+                  f"{os.path.basename(r['command'].split()[0])} {' '.join(r['command'].split()[1:])}`" for r in runs]
     lines += ["", "## Wall time per stage (its own clock, setup excluded)", ""]
     lines += _table(("stage", "seconds"), [(k, f"{v:.0f}") for k, v in stage_times(rows).items()])
     stops = [r for r in rows if "stopped" in r]
