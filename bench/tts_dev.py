@@ -11,6 +11,8 @@ its difference to the first option with a paired-bootstrap 95% interval, all in 
              the filters' pseudo-inverse clamped at 0, on real dev log-mel and on the flow's
   guidance   the flow's CFG strength and Euler steps, from the tokenizer's tokens of dev audio
   models     other LM checkpoints (--lms dir,dir: RL settings, a control) with the default decoding
+  flows      the flows of other runs (--flows run,run: copies of this run with another flow trained
+             in them), from the tokenizer's tokens of dev audio
 """
 import argparse
 import os
@@ -84,9 +86,10 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", default="out/tts", help="a finished train_tts.py run (lm, flow, speaker, reward_asr)")
     p.add_argument("--n", type=int, default=128, help="dev texts")
-    p.add_argument("--only", default="decoding,vocoder,guidance,models")
+    p.add_argument("--only", default="decoding,vocoder,guidance,models,flows")
     p.add_argument("--lms", default="", help="models: LM checkpoint dirs, comma-separated (default: every rl-* "
                                              "and lm-control* of the run)")
+    p.add_argument("--flows", default="", help="flows: other run dirs (their lm and flow, this run's tokenizer)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -105,9 +108,9 @@ def main():
     print(f"{args.run}: dev texts in training voices, read by reward_asr, similarity by speaker")
 
     def flow(tokens, steps=10, cfg_strength=None, model=tts):  # the same noise for every option
-        g = torch.Generator().manual_seed(args.seed)
+        g, v = torch.Generator().manual_seed(args.seed), voices if model is tts else model.voice(conds)
         return [m for s in range(0, len(tokens), args.batch)
-                for m in model.mels(tokens[s:s + args.batch], voices[s:s + args.batch], steps, g, cfg_strength)]
+                for m in model.mels(tokens[s:s + args.batch], v[s:s + args.batch], steps, g, cfg_strength)]
 
     def sample(model, sampling):
         tokens, capped = [], 0
@@ -134,6 +137,11 @@ def main():
                           speaker, ref_emb)
         for w, n in ((0.7, 10), (0.0, 10), (2.0, 10), (0.7, 4), (0.7, 25)):
             compare(f"w {w}, N {n}" + (" (default)" if (w, n) == (0.7, 10) else ""), flow(real_tokens, n, w))
+    if "flows" in only and args.flows:
+        compare = Compare("flows: from real tokens, w 0.7, N 10", texts, reward, speaker, ref_emb)
+        for run_dir in [args.run, *args.flows.split(",")]:
+            model = load_tts(os.path.join(run_dir, "lm")).to(device)
+            compare(run_dir, flow(real_tokens, model=model))
     if "models" in only:
         lms = [d for d in args.lms.split(",") if d] or sorted(
             os.path.join(args.run, d) for d in os.listdir(args.run) if d.startswith(("lm-control", "rl-")) and

@@ -154,15 +154,17 @@ def train_stage(name, model, loss_fn, lengths, cfg, device, ckpt_config, tokeniz
                      "augment_rng": gen.get_state().tolist()}
             if stopper:
                 state["early_stopping"] = stopper.state()
-            if stopper and last:  # the stage's weights are its best on dev
+            if stopper and last:  # the stage's weights are its best on dev (rank 0 wrote them)
+                distributed.barrier()
                 load_checkpoint(stopper.best_path, model)
+                distributed.barrier()  # every rank has read them before rank 0 removes them
                 state["stopped"] = stopped or (f"the last step; dev loss still {stopper.last:.4f} (best "
                                                f"{stopper.best:.4f} at step {stopper.best_step})")
                 print(f"{name}: stopped after {step + 1} steps: {state['stopped']}; its checkpoint holds the "
                       f"weights of step {stopper.best_step}")
                 log({"stage": name, "step": step, "stopped": state["stopped"], "best_step": stopper.best_step})
             save_checkpoint(path, model, ckpt_config, tokenizer, opt, state)
-            if stopper and last:  # the stage's checkpoint holds the best weights now
+            if stopper and last and distributed.is_main():  # the stage's checkpoint holds the best weights now
                 shutil.rmtree(stopper.best_path, ignore_errors=True)
         if last:
             break
