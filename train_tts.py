@@ -91,6 +91,7 @@ class TTSConfig:
     flow_layers: int = 4  # flow estimator conformer blocks
     flow_steps: int = 1200  # flow-matching steps
     flow_voice: str = "other"  # the flow's speaker embedding in training: other (another clip of the voice) | own
+    flow_ref: int = 128  # the flow's reference encoder over a clip of the voice: its size (0: none)
     euler_steps: int = 10  # Euler steps when sampling the flow in evaluation
     cfg_strength: float = 0.7  # classifier-free guidance strength
     n_embd: int = 256  # LM width
