@@ -31,7 +31,6 @@ import argparse
 import atexit
 import copy
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -43,7 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from nanospeechrl import data, devices  # noqa: E402
+from nanospeechrl import data, devices, report  # noqa: E402
 from nanospeechrl.asr.speechlm import ProjectorConfig, SpeechLM  # noqa: E402
 from nanospeechrl.audio import spec_augment  # noqa: E402
 from nanospeechrl.encoder import CTC_CHARS, CTCHead, Encoder, EncoderConfig, ctc_loss  # noqa: E402
@@ -59,20 +58,7 @@ STAGES = ("ctc", "sft", "grpo", "tokenizer", "flow", "lm")
 STEPS = {"ctc": ("ctc_steps", TrainConfig), "sft": ("sft_steps", TrainConfig), "grpo": ("rl_steps", TrainConfig),
          "tokenizer": ("tok_steps", TTSConfig), "flow": ("flow_steps", TTSConfig), "lm": ("lm_steps", TTSConfig)}
 MODES = {"eager": (False, False), "compiled": (True, False), "bf16": (False, True), "compiled-bf16": (True, True)}
-FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 N_CHARS = len(CTC_CHARS) + 1
-
-
-def cpu_description():
-    """'model name, flag yes/no ...' from /proc/cpuinfo."""
-    try:
-        text = open("/proc/cpuinfo").read()
-    except OSError:
-        return "no /proc/cpuinfo"
-    name = re.search(r"model name\s*:\s*(.*)", text)
-    flags = set(re.search(r"flags\s*:\s*(.*)", text).group(1).split()) if "flags" in text else set()
-    return f"{name.group(1) if name else 'unknown CPU'}; " + ", ".join(f"{f} {'yes' if f in flags else 'no'}"
-                                                                   for f in FLAGS)
 
 
 def corpus_lengths(n, seed=0):
@@ -101,10 +87,6 @@ def compile_or_eager(fn, enabled, name):
     if enabled:
         WRAPPERS.append(out)
     return out
-
-
-def fresh_copy(model):
-    return copy.deepcopy(model)
 
 
 # ----------------------------------------------------------------------------- the stages
@@ -137,7 +119,7 @@ def stage_ctc(cfg, scale):
     base = torch.nn.ModuleDict({"encoder": Encoder(enc_cfg), "head": CTCHead(enc_cfg)})
 
     def make(compiled):
-        model = fresh_copy(base).train()
+        model = copy.deepcopy(base).train()
         encoder = compile_or_eager(model["encoder"], compiled, name="ctc encoder")
 
         def loss_fn(idx):
@@ -176,7 +158,7 @@ def stage_sft(cfg, scale):
 
     def make(compiled):
         gen = torch.Generator().manual_seed(0)  # each mode the same SpecAugment masks
-        model = compile_llm(fresh_copy(base).train(), compiled, "sft llm")
+        model = compile_llm(copy.deepcopy(base).train(), compiled, "sft llm")
         projector = compile_or_eager(model.projector, compiled, name="sft projector")
 
         def loss_fn(idx):
@@ -220,7 +202,7 @@ def stage_grpo(cfg, scale):
               rollout(lengths[2 * n_utts:], torch.randint(20, 31, (n_utts * G,)).tolist())]
 
     def make(compiled):
-        model = compile_llm(fresh_copy(base), compiled, "grpo llm")
+        model = compile_llm(copy.deepcopy(base), compiled, "grpo llm")
         policy = torch.nn.ModuleDict({"projector": model.projector, "llm": model.llm})
         opt = torch.optim.AdamW(policy.parameters(), lr=cfg.rl_lr, betas=(0.9, 0.99), weight_decay=0.0)
 
@@ -248,7 +230,7 @@ def stage_tokenizer(tcfg, scale):
     base = SpeechTokenizer(config)
 
     def make(compiled):
-        model = fresh_copy(base).train()
+        model = copy.deepcopy(base).train()
         forward = compile_or_eager(model, compiled, name="speech tokenizer")
 
         def loss_fn(idx):
@@ -274,7 +256,7 @@ def stage_flow(tcfg, scale):
     base = TokenToMel(fcfg)
 
     def make(compiled):
-        model = fresh_copy(base).train()
+        model = copy.deepcopy(base).train()
         gen = torch.Generator().manual_seed(0)
         voice = compile_or_eager(model.voice, compiled, name="flow voice")
         loss = compile_or_eager(model.loss, compiled, name="flow loss")
@@ -307,7 +289,7 @@ def stage_lm(tcfg, scale):
     rows = [len(p) + len(t) for p, t in zip(prompts, targets)]
 
     def make(compiled):
-        lm = fresh_copy(base).train()
+        lm = copy.deepcopy(base).train()
         if compiled:  # sft_loss calls self(idx=...): the forward replaced
             lm.forward = compile_or_eager(lm.forward, True, name="token lm")
         return supervised_step(lm, lambda idx: lm.sft_loss([prompts[i] for i in idx], [targets[i] for i in idx]),
@@ -434,8 +416,8 @@ def main():
     repeats, scale = (2, 0.1) if args.quick else (args.steps, 1.0)
     import logging
     torch._logging.set_logs(dynamo=logging.ERROR, inductor=logging.ERROR)  # no graph-break warnings in the table
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU: {cpu_description()}; "
-          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"torch {torch.__version__}, {report.machine()}; "
+          f"load average {os.getloadavg()[0]:.1f}")
     print(f"devices.CPU_BF16 (bf16 autocast in training): {devices.CPU_BF16}; modes: {', '.join(modes)}; "
           f"{repeats} interleaved repeats; inductor cache: {'usual (warm)' if args.warm_cache else 'fresh (cold)'}")
     asr, tts = TrainConfig(), TTSConfig()

@@ -62,8 +62,9 @@ def train_flow(run, tokens, voices, cfg, device, tokenizer, log, gen, n_codes):
     embedding would tell the flow what no test-time reference can (cfg.flow_voice "own": the old way)."""
     torch.manual_seed(cfg.seed)
     frames = torch.cat(run.feats)
-    fcfg = FlowConfig(n_codes=n_codes, speaker_dim=voices.shape[1], d_model=cfg.flow_d, n_layer=cfg.flow_layers,
-                      cfg_strength=cfg.cfg_strength, reference_dim=cfg.flow_ref, mel_mean=frames.mean().item(), mel_std=frames.std().item())
+    fcfg = FlowConfig(n_codes=n_codes, speaker_dim=voices.shape[1], reference_dim=cfg.flow_ref, d_model=cfg.flow_d,
+                      n_layer=cfg.flow_layers, cfg_strength=cfg.cfg_strength, mel_mean=frames.mean().item(),
+                      mel_std=frames.std().item())
     model = TokenToMel(fcfg).to(device)
     same_voice = {}  # speaker -> indices of its training utterances: a reference is another one of them
     for i, ex in enumerate(run.train):
