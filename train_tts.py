@@ -13,12 +13,13 @@ Stages, in the order they run (each checkpoints to <out>/<stage>; --resume conti
   tokenizer   speech tokens: conformer-CTC with an FSQ bottleneck, 25 tokens/s (tts/tokens.py)
   speaker     speaker encoder on the training voices' labels (tts/speaker.py)
   flow        tokens + speaker embedding -> log-mel by conditional flow matching (tts/flow.py)
-  lm          text -> speech tokens: llm.LLM + the KV-cached sampler, SFT (tts/token_lm.py)
+  reward      RL's reward models, frozen during RL: a CTC reward ASR on real log-mel, and
+              Token2Text on the tokenizer's tokens of real audio (tts/token2text.py)
+  lm          text -> speech tokens: llm.LLM + the KV-cached sampler, SFT (tts/token_lm.py),
+              early stopping on dev loss, or (--lm-stop cer) on the reward ASR's CER of dev syntheses
   judge       the evaluation's own models: a CTC judge ASR and a second speaker encoder, other
               seeds and sizes, trained on real audio only (the speech LLM of train_asr.py, when
               there, is the judge reported first)
-  reward      RL's reward models, frozen during RL: a CTC reward ASR on real log-mel, and
-              Token2Text on the tokenizer's tokens of real audio (tts/token2text.py)
   rl          RL of the LM by --rl: grpo (rewards on synthesised speech), diffro (gradients
               through Token2Text, tts/diffro.py), both, or both-nofilter -> <out>/rl-<method>
   control     the control for rl: LM SFT continued for the wall time rl took -> <out>/lm-control
@@ -43,12 +44,9 @@ from nanospeechrl.cli import add_config_flags, build_configs, start_run
 from nanospeechrl.devices import Phases, autocast
 from nanospeechrl.grpo import (GRPOConfig, group_advantages, keep_groups, rollout_metrics, safe_step,
                                Watchdog, tied_groups)
-from nanospeechrl.llm import LLMConfig
 from nanospeechrl.report import write_report
-from nanospeechrl.pretrained import load_pretrained_into, pretrained_config
 from nanospeechrl.rewards import parse_rewards, score
 from nanospeechrl.tokenizer import Tokenizer
-from nanospeechrl.trainer import mean_loss, train_stage
 from nanospeechrl.tts.corpora import load_tts_data, rl_items
 from nanospeechrl.tts.diffro import grpo_diffro_loss
 from nanospeechrl.tts.evaluate import evaluate_run, finished_lms, judge_monitor
@@ -56,11 +54,11 @@ from nanospeechrl.tts.judge import check_unseen, ctc_model_transcriber, default_
 from nanospeechrl.tts.rewards import TTS_REWARDS
 from nanospeechrl.tts.speaker import SpeakerConfig, embed_all
 from nanospeechrl.tts.synthesis import load_model, load_tts
-from nanospeechrl.tts.token_lm import TokenLM, completion_logits, prompt_ids, sample_tokens, speech_tokens
-from nanospeechrl.tts.stages import train_ctc, train_flow, train_speaker, train_token2text, train_tokenizer
+from nanospeechrl.tts.token_lm import completion_logits, sample_tokens, speech_tokens
+from nanospeechrl.tts.stages import train_ctc, train_flow, train_lm, train_speaker, train_token2text, train_tokenizer
 from nanospeechrl.tts.tokens import tokenize_all
 
-STAGES = ("tokenizer", "speaker", "flow", "lm", "judge", "reward", "rl", "control")
+STAGES = ("tokenizer", "speaker", "flow", "reward", "lm", "judge", "rl", "control")
 RL_METHODS = ("grpo", "diffro", "both", "both-nofilter")
 
 
@@ -99,7 +97,9 @@ class TTSConfig:
     lm_layers: int = 4  # LM blocks
     lm_steps: int = 1200  # LM SFT steps (at most: early stopping may end it sooner)
     dev_every: int = 200  # LM SFT: steps between dev-loss evaluations (the dev utterances' tokens)
-    patience: int = 3  # LM SFT stops after this many evaluations without a lower dev loss, best weights kept (0: off)
+    patience: int = 3  # LM SFT stops after this many evaluations without a better dev measure, best kept (0: off)
+    lm_stop: str = "loss"  # LM SFT's dev measure: loss (teacher-forced, dev tokens) | cer (the reward ASR's CER of
+    #                        128 dev texts synthesised in training voices, rl_euler flow steps: what RL will optimise)
     lm_dropout: float = 0.1  # LM dropout in SFT (its training sequences are few; always off in RL)
     lm_batch_tokens: int = 4000  # padded tokens per LM batch
     lm_pairs: int = 0  # LM SFT (and its control) on the first N training utterances only (0: all): limited paired data
@@ -160,6 +160,8 @@ def parse_args(argv=None):
         parser.error(f"--stages {cfg.stages!r}: choose from {', '.join(STAGES)} (comma-separated)")
     if cfg.rl not in RL_METHODS:
         parser.error(f"--rl {cfg.rl!r}: choose from {', '.join(RL_METHODS)}")
+    if cfg.lm_stop not in ("loss", "cer"):
+        parser.error(f"--lm-stop {cfg.lm_stop!r}: choose from loss, cer")
     if cfg.flow_voice not in ("other", "own"):
         parser.error(f"--flow-voice {cfg.flow_voice!r}: choose from other, own")
     if "rl" in stages and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -170,7 +172,8 @@ def parse_args(argv=None):
     runs = [rl_name(cfg, k) for k in range(cfg.seeds)]
     made = set(stages) | ({"speaker_eval"} if "judge" in stages else set()) | \
         ({"reward_asr", "token2text"} if "reward" in stages else set()) | (set(runs) if "rl" in stages else set())
-    for stage, inputs in NEEDS.items():
+    needs = {**NEEDS, "lm": NEEDS["lm"] + (["speaker", "flow", "reward_asr"] if cfg.lm_stop == "cer" else [])}
+    for stage, inputs in needs.items():
         inputs = [x for n in inputs for x in (runs if n == "rl" else [n])]
         missing = [n for n in inputs if n not in made and not done(cfg.out, n)]
         if stage in stages and missing:
@@ -195,54 +198,6 @@ def rl_name(cfg, k=0):
 def control_name(cfg, k=0):
     """The control of rl_name(cfg, k): lm-control, with the same tag and replicate."""
     return "lm-control" + rl_name(cfg, k)[len(f"rl-{cfg.rl}"):]
-
-
-# ----------------------------------------------------------------------------- the LM's SFT (the other
-# supervised stages, tokenizer, speaker, flow, judge and reward models, are in tts/stages.py)
-
-def lm_data(examples, tokens, tokenizer, n_codes):
-    """(prompts, targets) of the LM's SFT: text -> the tokenizer's tokens of its audio + EOS."""
-    prompts = [prompt_ids(tokenizer, ex.text, n_codes) for ex in examples]
-    return prompts, [t + [n_codes] for t in tokens]
-
-
-def train_lm(name, run, tokens, cfg, device, tokenizer, log, gen, n_codes, dev_tokens=None, **schedule):
-    """Stage lm: SFT of the text-to-token LM on (text, the tokenizer's tokens of its audio), early
-    stopping on the dev utterances' (dev_tokens); with schedule = seconds + lr_fn + init_opt, the
-    control: SFT continued from the lm checkpoint."""
-    torch.manual_seed(cfg.seed)
-    n = cfg.lm_pairs or len(run.train)  # limited paired data: RL's texts need no audio, SFT's do
-    prompts, targets = lm_data(run.train[:n], tokens[:n], tokenizer, n_codes)
-    if schedule.get("init_opt"):  # the control starts from the SFT model, and keeps its config
-        config = read_config(schedule["init_opt"])
-        lm = TokenLM(LLMConfig(**config["llm"]), n_codes).to(device)
-        load_checkpoint(schedule["init_opt"], lm)
-    else:
-        if cfg.llm_init:  # a pretrained decoder: its text rows after the speech tokens and EOS
-            base = pretrained_config(cfg.llm_init)
-            llm_cfg = replace(base, vocab_size=n_codes + 1 + max(base.vocab_size, tokenizer.vocab_size),
-                              dropout=cfg.lm_dropout)
-        else:
-            llm_cfg = LLMConfig(vocab_size=n_codes + 1 + tokenizer.vocab_size, n_layer=cfg.lm_layers,
-                                n_embd=cfg.n_embd, dropout=cfg.lm_dropout, max_seq_len=512)
-        lm = TokenLM(llm_cfg, n_codes)
-        if cfg.llm_init:
-            load_pretrained_into(lm, cfg.llm_init, offset=n_codes + 1)
-        lm = lm.to(device)
-        max_ratio = 1.1 * max(len(t) / (len(p) - 2) for t, p in zip(targets, prompts))  # the length cap's slope
-        config = {"llm": asdict(llm_cfg), "token_lm": {"n_codes": n_codes, "max_ratio": max_ratio, "flow": "flow",
-                                                       "speaker": "speaker"}, "train": asdict(cfg)}
-        schedule = {"steps": cfg.lm_steps}
-    dev_loss = None
-    if dev_tokens:
-        dev_prompts, dev_targets = lm_data(run.dev[0], dev_tokens, tokenizer, n_codes)
-        dev_loss = lambda: mean_loss(lambda idx: lm.sft_loss([dev_prompts[i] for i in idx],  # noqa: E731
-                                                             [dev_targets[i] for i in idx]),
-                                     [len(p) + len(t) for p, t in zip(dev_prompts, dev_targets)], cfg.lm_batch_tokens,
-                                     lambda idx: sum(len(dev_targets[i]) for i in idx))
-    train_stage(name, lm, lambda idx: lm.sft_loss([prompts[i] for i in idx], [targets[i] for i in idx]),
-                [len(p) + len(t) for p, t in zip(prompts, targets)], cfg, device, config, tokenizer, log, gen,
-                batch_frames=cfg.lm_batch_tokens, dev_loss=dev_loss, **schedule)
 
 
 # ----------------------------------------------------------------------------- RL
@@ -379,6 +334,10 @@ def main(argv=None):
     if "flow" in stages:
         voices = embed_all(load_model(path("speaker")).to(device), run.feats, cfg.eval_batch, device)
         train_flow(run, tokens, voices, n_codes=n_codes, **common)
+    if "reward" in stages:  # RL's reward models, a reward ASR on log-mel and Token2Text on tokens (before lm: its
+        # --lm-stop cer scores with the reward ASR)
+        train_ctc("reward_asr", cfg.seed + 2, cfg.reward_steps, run, **common)
+        train_token2text(run, tokens, n_codes=n_codes, **common)
     if "lm" in stages:
         dev_tokens = tokenize_all(speech_tok, run.dev[1], cfg.eval_batch, device)
         train_lm("lm", run, tokens, n_codes=n_codes, dev_tokens=dev_tokens, **common)
@@ -387,9 +346,6 @@ def main(argv=None):
         scfg = SpeakerConfig(channels=192, n_layer=3, kernel=3, mean_norm=True,  # another architecture and seed
                              classes=tuple(len(c) for c in run.voice_classes))
         train_speaker("speaker_eval", scfg, cfg.seed + 1, run, **common)
-    if "reward" in stages:  # RL's reward models: a reward ASR on log-mel and Token2Text on tokens
-        train_ctc("reward_asr", cfg.seed + 2, cfg.reward_steps, run, **common)
-        train_token2text(run, tokens, n_codes=n_codes, **common)
     for k in range(cfg.seeds):  # replicate k: RL texts, rollouts and the control's batches from seed + k
         kcfg, name = replace(cfg, seed=cfg.seed + k), rl_name(cfg, k)
         if "rl" in stages and not (cfg.resume and done(cfg.out, name)):

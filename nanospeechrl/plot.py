@@ -79,7 +79,8 @@ def plot(rows, path, only=None):
     rl_stages = set(curves(rows, "reward")) | set(curves(rows, "judge_cer"))
     losses = {k: v for k, v in curves(rows, "loss").items() if k not in rl_stages}
     panels = ([("loss", "supervised loss", losses)] if losses else [])
-    panels += [("dev_loss", "dev loss (early stopping)", curves(rows, "dev_loss"))] if curves(rows, "dev_loss") else []
+    panels += [(key, title, curves(rows, key)) for key, title in (("dev_loss", "dev loss (early stopping)"),
+               ("dev_cer", "dev CER of syntheses, reward ASR")) if curves(rows, key)]
     panels += [(key, title, curves(rows, key)) for key, title in RL_PANELS if rl_stages and curves(rows, key)]
     scores = evaluation(rows)
     if only:

@@ -7,9 +7,9 @@ tqdm, a metrics row every cfg.log_every steps and an atomic checkpoint every cfg
 steps. It runs a number of steps, or for a time budget (an equal-time control). With
 cfg.resume it continues exactly where a killed run stopped: model, optimizer, data cursor,
 RNGs and the augmentation generator all come back from the checkpoint.
-With a dev-loss function it stops early: every cfg.dev_every steps the loss on a dev set is
-measured, the best weights so far are kept in <out>/<name>-best, and after cfg.patience
-evaluations without a lower dev loss the stage ends, its checkpoint holding the best weights.
+With a dev measure it stops early: every cfg.dev_every steps the loss on a dev set (or another
+measure, lower is better) is taken, the best weights so far are kept in <out>/<name>-best, and
+after cfg.patience evaluations without a lower one the stage ends, its checkpoint holding them.
 `cfg` is the script's config: any object with out, lr, resume, seed, batch_frames,
 log_every and ckpt_every (and dev_every, patience for early stopping). Under torchrun each
 rank trains on its shard of every batch and the gradients are summed over ranks
@@ -49,13 +49,14 @@ def mean_loss(loss_fn, lengths, batch_frames, units=len):
 
 
 class EarlyStopping:
-    """Dev loss every `every` steps; the best weights kept in `best_path`; stop after `patience`
-    evaluations without a lower dev loss. Its state rides in the stage's checkpoint, so a resumed
-    run continues mid-patience exactly."""
+    """A dev measure every `every` steps (lower is better); the best weights kept in `best_path`;
+    stop after `patience` evaluations without a lower one. measure() -> a float, or a dict of
+    values that holds `metric` (the others are logged beside it). Its state rides in the
+    stage's checkpoint, so a resumed run continues mid-patience exactly."""
 
-    def __init__(self, dev_loss, every, patience, best_path):
-        self.dev_loss, self.every, self.patience, self.best_path = dev_loss, every, patience, best_path
-        self.best, self.best_step, self.stale = float("inf"), 0, 0
+    def __init__(self, measure, every, patience, best_path, metric="dev_loss"):
+        self.measure, self.every, self.patience, self.best_path = measure, every, patience, best_path
+        self.metric, self.best, self.best_step, self.stale = metric, float("inf"), 0, 0
 
     def state(self):
         return {"best": self.best, "best_step": self.best_step, "stale": self.stale}
@@ -67,22 +68,25 @@ class EarlyStopping:
         """After `step` steps: measure, keep the weights if best (save_best()) -> a reason to stop, or None."""
         model.eval()
         with autocast(next(model.parameters()).device):
-            loss = self.dev_loss()
+            values = self.measure()
         model.train()
-        if loss < self.best:
-            self.best, self.best_step, self.stale = loss, step, 0
+        self.values = values if isinstance(values, dict) else {self.metric: values}
+        value, what = self.values[self.metric], self.metric.replace("_", " ")
+        if value < self.best:
+            self.best, self.best_step, self.stale = value, step, 0
             save_best()
         else:
             self.stale += 1
-        self.last = loss
+        self.last = value
         if self.stale >= self.patience:
-            return (f"dev loss has not improved for {self.stale} evaluations ({self.stale * self.every} steps); "
+            return (f"{what} has not improved for {self.stale} evaluations ({self.stale * self.every} steps); "
                     f"best {self.best:.4f} at step {self.best_step}")
         return None
 
 
 def train_stage(name, model, loss_fn, lengths, cfg, device, ckpt_config, tokenizer, log, gen, steps=None,
-                seconds=None, lr_fn=None, init_opt=None, batch_frames=None, units=len, dev_loss=None):
+                seconds=None, lr_fn=None, init_opt=None, batch_frames=None, units=len, dev_loss=None,
+                dev_metric="dev_loss"):
     """Train `model` on loss_fn(batch indices) for `steps` steps, or for `seconds` of training
     time (then lr_fn is required: a schedule over an unknown number of steps), checkpointing
     to <cfg.out>/<name>. lengths: each item's length in frames, for batching. gen: the
@@ -92,7 +96,8 @@ def train_stage(name, model, loss_fn, lengths, cfg, device, ckpt_config, tokeniz
     units(batch indices): how many units loss_fn's mean is over (default: items; tokens for a
     token-level mean), so that under torchrun the ranks' shards add up to the whole batch's mean.
     dev_loss() -> float: the dev set's loss (mean_loss), for early stopping (steps mode, with
-    cfg.patience > 0); the final checkpoint then holds the best weights, its state says why it stopped."""
+    cfg.patience > 0); the final checkpoint then holds the best weights, its state says why it stopped.
+    dev_metric: what dev_loss measures, its name in the log (it may return a dict holding it, EarlyStopping)."""
     if (steps is None) == (seconds is None) or (seconds is not None and lr_fn is None):
         raise ValueError("train_stage: give steps, or seconds and an lr_fn")
     path = os.path.join(cfg.out, name)
@@ -102,7 +107,7 @@ def train_stage(name, model, loss_fn, lengths, cfg, device, ckpt_config, tokeniz
     step, cursor, elapsed = 0, [0, 0], 0.0
     stopper = None
     if dev_loss is not None and steps is not None and getattr(cfg, "patience", 0) > 0:
-        stopper = EarlyStopping(dev_loss, cfg.dev_every, cfg.patience, f"{path}-best")
+        stopper = EarlyStopping(dev_loss, cfg.dev_every, cfg.patience, f"{path}-best", dev_metric)
     if cfg.resume and os.path.exists(os.path.join(path, "state.json")):
         state = load_checkpoint(path, model, opt)["state"]
         step, cursor, elapsed = state["step"], state["cursor"], state.get("elapsed", 0.0)
@@ -146,7 +151,7 @@ def train_stage(name, model, loss_fn, lengths, cfg, device, ckpt_config, tokeniz
         stopped = None
         if stopper and ((step + 1) % stopper.every == 0 or last):
             stopped = stopper.check(model, step + 1, lambda: save_checkpoint(stopper.best_path, model, ckpt_config))
-            log({"stage": name, "step": step, "dev_loss": stopper.last, "best_dev_loss": stopper.best,
+            log({"stage": name, "step": step, **stopper.values, f"best_{stopper.metric}": stopper.best,
                  "best_step": stopper.best_step, "time": time.time() - t0})
             last = last or stopped is not None
         if (step + 1) % cfg.ckpt_every == 0 or last:
@@ -158,7 +163,8 @@ def train_stage(name, model, loss_fn, lengths, cfg, device, ckpt_config, tokeniz
                 distributed.barrier()
                 load_checkpoint(stopper.best_path, model)
                 distributed.barrier()  # every rank has read them before rank 0 removes them
-                state["stopped"] = stopped or (f"the last step; dev loss still {stopper.last:.4f} (best "
+                what = dev_metric.replace("_", " ")
+                state["stopped"] = stopped or (f"the last step; {what} still {stopper.last:.4f} (best "
                                                f"{stopper.best:.4f} at step {stopper.best_step})")
                 print(f"{name}: stopped after {step + 1} steps: {state['stopped']}; its checkpoint holds the "
                       f"weights of step {stopper.best_step}")

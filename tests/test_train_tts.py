@@ -238,6 +238,27 @@ def test_rl_watches_its_judge_cer_with_a_speech_llm_judge(full_run, asr_judge, t
     assert not (tmp_path / "o2" / "tokenizer").exists()
 
 
+def test_lm_stops_on_the_reward_asrs_cer_of_dev_syntheses(full_run, tmp_path):
+    """--lm-stop cer: every evaluation logs the reward ASR's CER of dev syntheses (and the dev
+    loss beside it), the best CER's weights are kept, the stop names the CER; without a finished
+    reward ASR the stage is refused at start-up."""
+    import shutil
+    corpus, out = full_run[0].parent, tmp_path / "out"
+    shutil.copytree(full_run[0], out, ignore=shutil.ignore_patterns("lm*", "rl-*", "samples", "metrics.jsonl"))
+    r = train_tts(*data_args(corpus), *TINY, "--out", out, "--stages", "lm", "--lm-stop", "cer", "--lm-steps", "6",
+                  "--dev-every", "2", "--patience", "2", "--no-evaluate", cwd=corpus)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = [x for x in read_metrics(out) if x["stage"] == "lm"]
+    evals = [x for x in rows if "dev_cer" in x]
+    assert [x["step"] for x in evals][:2] == [1, 3] and all(0 <= x["dev_cer"] and x["dev_loss"] > 0 for x in evals)
+    best = min(evals, key=lambda x: x["dev_cer"])
+    stop = [x for x in rows if "stopped" in x]
+    assert len(stop) == 1 and "dev cer" in stop[0]["stopped"] and stop[0]["best_step"] == best["step"] + 1
+    shutil.rmtree(out / "reward_asr")
+    r = train_tts(*data_args(corpus), *TINY, "--out", out, "--stages", "lm", "--lm-stop", "cer", cwd=corpus)
+    assert r.returncode == 2 and "lm needs the finished reward_asr checkpoint" in r.stderr
+
+
 def test_a_stage_without_its_inputs_is_a_start_up_error(corpus, tmp_path):
     r = train_tts(*data_args(corpus), "--out", tmp_path / "out", *TINY, "--stages", "lm", cwd=corpus)
     assert r.returncode == 2 and "lm needs the finished tokenizer checkpoint" in r.stderr

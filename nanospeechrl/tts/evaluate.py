@@ -303,16 +303,19 @@ def report_ctc(name, transcribe, examples, feats, log):
     print(f"{name} on dev: WER {100 * r['wer']:.1f}%  CER {100 * r['cer']:.1f}%")
 
 
+def synthesis_cer(texts, conds, transcribe, cfg, euler_steps):
+    """tts -> transcribe's CER of `texts` synthesised in the voices of the clips `conds`, with the
+    evaluation's sampling and the same LM and flow noise at every call (a curve, or a stopping signal)."""
+    def cer(tts):
+        tokens, _ = tts.tokens(texts, **eval_sampling(cfg), generator=torch.Generator(tts.device).manual_seed(cfg.seed))
+        mels = tts.mels(tokens, tts.voice(conds), euler_steps, torch.Generator().manual_seed(cfg.seed))
+        return error_counts(texts, transcribe(mels))["cer"]
+    return cer
+
+
 def judge_monitor(run, items, cfg, device):
     """For --rl-eval-every: tts -> the judge's CER on 64 dev texts, each in a training voice (a
     curve to watch stability by; nothing is selected or rewarded with it)."""
     judge = load_judges(cfg, device)[0][1]  # the evaluation's first judge
     texts = [ex.text for ex in run.dev[0][:min(64, len(items))]]  # each with an RL item's voice
-    conds = [it["cond"] for it in items[:len(texts)]]
-
-    def cer(tts):
-        tokens, _ = tts.tokens(texts, **eval_sampling(cfg), generator=torch.Generator(device).manual_seed(cfg.seed))
-        mels = tts.mels(tokens, tts.voice(conds), cfg.euler_steps, torch.Generator().manual_seed(cfg.seed))
-        return error_counts(texts, judge(mels))["cer"]
-
-    return cer
+    return synthesis_cer(texts, [it["cond"] for it in items[:len(texts)]], judge, cfg, cfg.euler_steps)

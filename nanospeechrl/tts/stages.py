@@ -1,18 +1,27 @@
 """
-train_tts.py's supervised stages before and beside the LM, each one train_stage call on real
-audio: the speech tokenizer (CTC through the FSQ bottleneck), a speaker encoder (voice
-classification on crops), the flow (tokens + voice -> log-mel by conditional flow matching), and
-the CTC ASRs (the judge, the reward ASR) and Token2Text. The LM's SFT and RL are in the script.
+train_tts.py's supervised stages, each one train_stage call: on real audio the speech tokenizer
+(CTC through the FSQ bottleneck), a speaker encoder (voice classification on crops), the flow
+(tokens + voice -> log-mel by conditional flow matching), the CTC ASRs (the judge, the reward
+ASR) and Token2Text; on (text, speech tokens) the LM's SFT, and its control. RL is in the script.
 Each takes the script's config (cfg) and a TTSData (run; tts/corpora.py).
 """
-from dataclasses import asdict
+import os
+import random
+from dataclasses import asdict, replace
 
 import torch
 
 from nanospeechrl import data
+from nanospeechrl.checkpoint import load_checkpoint, read_config
 from nanospeechrl.encoder import CTC_CHARS, CTCHead, Encoder, EncoderConfig, ctc_loss
-from nanospeechrl.trainer import train_stage
+from nanospeechrl.llm import LLMConfig
+from nanospeechrl.pretrained import load_pretrained_into, pretrained_config
+from nanospeechrl.trainer import mean_loss, train_stage
+from nanospeechrl.tts.evaluate import synthesis_cer
 from nanospeechrl.tts.flow import FlowConfig, TokenToMel
+from nanospeechrl.tts.judge import ctc_model_transcriber
+from nanospeechrl.tts.synthesis import TTS, load_model
+from nanospeechrl.tts.token_lm import TokenLM, prompt_ids
 from nanospeechrl.tts.speaker import SpeakerEncoder
 from nanospeechrl.tts.token2text import Token2Text, Token2TextConfig
 from nanospeechrl.tts.tokens import SpeechTokenizer, TokenizerConfig
@@ -105,3 +114,64 @@ def train_token2text(run, tokens, cfg, device, tokenizer, log, gen, n_codes):
     step = lambda idx: model.ctc_loss([tokens[i] for i in idx], [run.labels[i] for i in idx], device)  # noqa: E731
     train_stage("token2text", model, step, [4 * len(t) for t in tokens], cfg, device, {"token2text": asdict(tcfg)},
                 tokenizer, log, gen, steps=cfg.t2t_steps)
+
+
+def lm_data(examples, tokens, tokenizer, n_codes):
+    """(prompts, targets) of the LM's SFT: text -> the tokenizer's tokens of its audio + EOS."""
+    prompts = [prompt_ids(tokenizer, ex.text, n_codes) for ex in examples]
+    return prompts, [t + [n_codes] for t in tokens]
+
+
+def train_lm(name, run, tokens, cfg, device, tokenizer, log, gen, n_codes, dev_tokens=None, **schedule):
+    """Stage lm: SFT of the text-to-token LM on (text, the tokenizer's tokens of its audio), early
+    stopping on the dev utterances' (dev_tokens); with schedule = seconds + lr_fn + init_opt, the
+    control: SFT continued from the lm checkpoint."""
+    torch.manual_seed(cfg.seed)
+    n = cfg.lm_pairs or len(run.train)  # limited paired data: RL's texts need no audio, SFT's do
+    prompts, targets = lm_data(run.train[:n], tokens[:n], tokenizer, n_codes)
+    if schedule.get("init_opt"):  # the control starts from the SFT model, and keeps its config
+        config = read_config(schedule["init_opt"])
+        lm = TokenLM(LLMConfig(**config["llm"]), n_codes).to(device)
+        load_checkpoint(schedule["init_opt"], lm)
+    else:
+        if cfg.llm_init:  # a pretrained decoder: its text rows after the speech tokens and EOS
+            base = pretrained_config(cfg.llm_init)
+            llm_cfg = replace(base, vocab_size=n_codes + 1 + max(base.vocab_size, tokenizer.vocab_size),
+                              dropout=cfg.lm_dropout)
+        else:
+            llm_cfg = LLMConfig(vocab_size=n_codes + 1 + tokenizer.vocab_size, n_layer=cfg.lm_layers,
+                                n_embd=cfg.n_embd, dropout=cfg.lm_dropout, max_seq_len=512)
+        lm = TokenLM(llm_cfg, n_codes)
+        if cfg.llm_init:
+            load_pretrained_into(lm, cfg.llm_init, offset=n_codes + 1)
+        lm = lm.to(device)
+        max_ratio = 1.1 * max(len(t) / (len(p) - 2) for t, p in zip(targets, prompts))  # the length cap's slope
+        config = {"llm": asdict(llm_cfg), "token_lm": {"n_codes": n_codes, "max_ratio": max_ratio, "flow": "flow",
+                                                       "speaker": "speaker"}, "train": asdict(cfg)}
+        schedule = {"steps": cfg.lm_steps}
+    dev_loss = measure = None
+    if dev_tokens:
+        dev_prompts, dev_targets = lm_data(run.dev[0], dev_tokens, tokenizer, n_codes)
+        dev_loss = lambda: mean_loss(lambda idx: lm.sft_loss([dev_prompts[i] for i in idx],  # noqa: E731
+                                                             [dev_targets[i] for i in idx]),
+                                     [len(p) + len(t) for p, t in zip(dev_prompts, dev_targets)], cfg.lm_batch_tokens,
+                                     lambda idx: sum(len(dev_targets[i]) for i in idx))
+        measure = dev_loss
+        if cfg.lm_stop == "cer":  # what the reward ASR hears of dev syntheses; the dev loss logged beside it
+            measure = dev_synthesis_cer(lm, run, cfg, device, tokenizer, config["token_lm"]["max_ratio"], dev_loss)
+    train_stage(name, lm, lambda idx: lm.sft_loss([prompts[i] for i in idx], [targets[i] for i in idx]),
+                [len(p) + len(t) for p, t in zip(prompts, targets)], cfg, device, config, tokenizer, log, gen,
+                batch_frames=cfg.lm_batch_tokens, dev_loss=measure, dev_metric=f"dev_{cfg.lm_stop}", **schedule)
+
+
+def dev_synthesis_cer(lm, run, cfg, device, tokenizer, max_ratio, dev_loss):
+    """--lm-stop cer: () -> {dev_cer: the reward ASR's CER of 128 dev texts synthesised by the LM in
+    training, each in a fixed training voice, dev_loss: dev_loss()}."""
+    path = lambda stage: os.path.join(cfg.out, stage)  # noqa: E731
+    tts = TTS(lm, load_model(path("flow")).to(device), load_model(path("speaker")).to(device), tokenizer, max_ratio)
+    transcribe = ctc_model_transcriber(load_model(path("reward_asr")).to(device), cfg.eval_batch, device)
+    rng = random.Random(f"{cfg.seed}/dev-voices")
+    texts = [ex.text for ex in run.dev[0][:128]]
+    cer = synthesis_cer(texts, [run.feats[rng.randrange(len(run.feats))] for _ in texts], transcribe, cfg,
+                        cfg.rl_euler)
+    return lambda: {"dev_cer": cer(tts), "dev_loss": dev_loss()}
