@@ -56,7 +56,8 @@ class EarlyStopping:
 
     def __init__(self, measure, every, patience, best_path, metric="dev_loss"):
         self.measure, self.every, self.patience, self.best_path = measure, every, patience, best_path
-        self.metric, self.best, self.best_step, self.stale = metric, float("inf"), 0, 0
+        self.metric, self.what = metric, metric.replace("_", " ")  # its key in the log, its name in messages
+        self.best, self.best_step, self.stale = float("inf"), 0, 0
 
     def state(self):
         return {"best": self.best, "best_step": self.best_step, "stale": self.stale}
@@ -71,7 +72,7 @@ class EarlyStopping:
             values = self.measure()
         model.train()
         self.values = values if isinstance(values, dict) else {self.metric: values}
-        value, what = self.values[self.metric], self.metric.replace("_", " ")
+        value = self.values[self.metric]
         if value < self.best:
             self.best, self.best_step, self.stale = value, step, 0
             save_best()
@@ -79,7 +80,7 @@ class EarlyStopping:
             self.stale += 1
         self.last = value
         if self.stale >= self.patience:
-            return (f"{what} has not improved for {self.stale} evaluations ({self.stale * self.every} steps); "
+            return (f"{self.what} has not improved for {self.stale} evaluations ({self.stale * self.every} steps); "
                     f"best {self.best:.4f} at step {self.best_step}")
         return None
 
@@ -163,8 +164,7 @@ def train_stage(name, model, loss_fn, lengths, cfg, device, ckpt_config, tokeniz
                 distributed.barrier()
                 load_checkpoint(stopper.best_path, model)
                 distributed.barrier()  # every rank has read them before rank 0 removes them
-                what = dev_metric.replace("_", " ")
-                state["stopped"] = stopped or (f"the last step; {what} still {stopper.last:.4f} (best "
+                state["stopped"] = stopped or (f"the last step; {stopper.what} still {stopper.last:.4f} (best "
                                                f"{stopper.best:.4f} at step {stopper.best_step})")
                 print(f"{name}: stopped after {step + 1} steps: {state['stopped']}; its checkpoint holds the "
                       f"weights of step {stopper.best_step}")

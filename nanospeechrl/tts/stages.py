@@ -21,9 +21,9 @@ from nanospeechrl.tts.evaluate import synthesis_cer
 from nanospeechrl.tts.flow import FlowConfig, TokenToMel
 from nanospeechrl.tts.judge import ctc_model_transcriber
 from nanospeechrl.tts.synthesis import TTS, load_model
-from nanospeechrl.tts.token_lm import TokenLM, prompt_ids
 from nanospeechrl.tts.speaker import SpeakerEncoder
 from nanospeechrl.tts.token2text import Token2Text, Token2TextConfig
+from nanospeechrl.tts.token_lm import TokenLM, prompt_ids
 from nanospeechrl.tts.tokens import SpeechTokenizer, TokenizerConfig
 
 
