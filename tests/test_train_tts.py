@@ -380,3 +380,22 @@ def test_seeds_and_tags_replicate_rl_and_its_control(full_run, tmp_path):
     seeds = [x for x in rows if x["stage"] == "seeds" and x["split"] == "training voices"]
     assert [(x["method"], x["seeds"]) for x in seeds] == [("SFT continued x", 2), ("grpo x", 2)]
     assert seeds[1]["base"] == "SFT continued x" and seeds[1]["low"] <= seeds[1]["diff"] <= seeds[1]["high"]
+
+
+def test_lm_pairs_limit_the_lm_and_its_control_to_the_first_pairs(full_run, tmp_path):
+    """--lm-pairs 2: the LM trains on 2 pairs (one a batch, so an epoch every 2 steps), and the
+    control continues on the SFT LM's 2 pairs even when its own command omits --lm-pairs."""
+    import shutil
+    out = tmp_path / "out"
+    shutil.copytree(full_run[0], out, ignore=shutil.ignore_patterns("lm", "rl-*", "lm-control", "samples"))
+    corpus, n = full_run[0].parent, len(read_metrics(out))
+    one = ["--lm-batch-tokens", "1", "--no-evaluate", "--rl", "grpo"]  # a batch holds one pair
+    r = train_tts(*data_args(corpus), *TINY, "--out", out, "--stages", "lm,rl", "--lm-pairs", "2", *one, cwd=corpus)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = train_tts(*data_args(corpus), *TINY, "--out", out, "--stages", "control", *one, cwd=corpus)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "on the 2 pairs the SFT LM trained on" in r.stdout
+    for stage in ("lm", "lm-control"):
+        rows = [x for x in read_metrics(out)[n:] if x["stage"] == stage and "epoch" in x]
+        assert len(rows) >= 4, stage
+        assert all(x["epoch"] == x["step"] // 2 for x in rows), (stage, [(x["step"], x["epoch"]) for x in rows])

@@ -127,12 +127,16 @@ def train_lm(name, run, tokens, cfg, device, tokenizer, log, gen, n_codes, dev_t
     stopping on the dev utterances' (dev_tokens); with schedule = seconds + lr_fn + init_opt, the
     control: SFT continued from the lm checkpoint."""
     torch.manual_seed(cfg.seed)
-    n = cfg.lm_pairs or len(run.train)  # limited paired data: RL's texts need no audio, SFT's do
+    control = schedule.get("init_opt")  # the control starts from the SFT model: its config and its paired set
+    config = read_config(control) if control else None
+    pairs = config["train"].get("lm_pairs", 0) if control else cfg.lm_pairs
+    if pairs != cfg.lm_pairs:
+        print(f"{name}: on the {pairs or 'all'} pairs the SFT LM trained on (--lm-pairs {cfg.lm_pairs} ignored)")
+    n = pairs or len(run.train)  # limited paired data: RL's texts need no audio, SFT's do
     prompts, targets = lm_data(run.train[:n], tokens[:n], tokenizer, n_codes)
-    if schedule.get("init_opt"):  # the control starts from the SFT model, and keeps its config
-        config = read_config(schedule["init_opt"])
+    if control:
         lm = TokenLM(LLMConfig(**config["llm"]), n_codes).to(device)
-        load_checkpoint(schedule["init_opt"], lm)
+        load_checkpoint(control, lm)
     else:
         if cfg.llm_init:  # a pretrained decoder: its text rows after the speech tokens and EOS
             base = pretrained_config(cfg.llm_init)
