@@ -98,21 +98,28 @@ def asr_tables(rows):
                 f"WER {_pct(r.get('wer'))}, ins {r.get('ins')}, loops {r.get('loops')}"
             body.append((r["model"], score, r.get("n"), diff))
         out += [f"### {split}", ""] + _table(("model", "score", "n", "difference, 95% interval"), body) + [""]
+    return out + seeds_table(rows)
+
+
+def seeds_table(rows):
+    """The means over replicates (--seeds) of each method, with their intervals to the baseline and to SFT."""
     seeds = latest(rows, "seeds")
-    if seeds:
-        def mean(r):
-            return f"WER {_pct(r['wer'])} ± {100 * r['wer_sd']:.1f}" if "wer" in r else \
-                f"BLEU {r['bleu']:.1f} ± {r['bleu_sd']:.1f}"
+    if not seeds:
+        return []
 
-        def diff(r):
-            k = 100 if "wer" in r else 1
-            return "" if "diff" not in r else \
-                f"{k * r['diff']:+.1f} [{k * r['low']:+.1f}, {k * r['high']:+.1f}] vs {r['base']}"
+    def mean(r):  # a WER or CER (fraction) or a BLEU, with its spread over the seeds
+        key = next(k for k in ("wer", "cer", "bleu") if k in r)
+        k = 1 if key == "bleu" else 100
+        return k, f"{key.upper()} {k * r[key]:.1f} ± {k * r[key + '_sd']:.1f}"
 
-        body = [(r["split"], r["method"], r["seeds"], mean(r), diff(r)) for r in seeds]
-        out += ["### seeds (means over replicates)", ""] + \
-            _table(("split", "method", "seeds", "mean", "difference, 95% interval"), body) + [""]
-    return out
+    def diff(r, pre=""):
+        k = mean(r)[0]
+        return "" if f"{pre}diff" not in r else \
+            f"{k * r[pre + 'diff']:+.1f} [{k * r[pre + 'low']:+.1f}, {k * r[pre + 'high']:+.1f}] vs {r[pre + 'base']}"
+
+    body = [(r["split"], r["method"], r["seeds"], mean(r)[1], diff(r), diff(r, "sft_")) for r in seeds]
+    return ["### seeds (means over replicates)", ""] + \
+        _table(("split", "method", "seeds", "mean", "difference, 95% interval", "to SFT"), body) + [""]
 
 
 def tts_tables(rows):
@@ -133,7 +140,7 @@ def tts_tables(rows):
         out += [f"### {split} (judge: {judge})", ""] + _table(
             ("row", "WER", "CER", "other judge CER", "similarity", "duration", "reward ASR CER", "Token2Text CER",
              "CER - (a)", "CER - control"), body) + [""]
-    return out
+    return out + seeds_table(rows)
 
 
 def write_report(out, script, started=None):

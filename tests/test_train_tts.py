@@ -380,6 +380,10 @@ def test_seeds_and_tags_replicate_rl_and_its_control(full_run, tmp_path):
     seeds = [x for x in rows if x["stage"] == "seeds" and x["split"] == "training voices"]
     assert [(x["method"], x["seeds"]) for x in seeds] == [("SFT continued x", 2), ("grpo x", 2)]
     assert seeds[1]["base"] == "SFT continued x" and seeds[1]["low"] <= seeds[1]["diff"] <= seeds[1]["high"]
+    assert "base" not in seeds[0] and [x["sft_base"] for x in seeds] == ["SFT", "SFT"]  # each method vs SFT too
+    assert all(x["sft_low"] <= x["sft_diff"] <= x["sft_high"] for x in seeds)
+    report = (out / "report.md").read_text()
+    assert "seeds (means over replicates)" in report and "vs SFT" in report
 
 
 def test_lm_pairs_limit_the_lm_and_its_control_to_the_first_pairs(full_run, tmp_path):

@@ -228,21 +228,22 @@ def finished_lms(out):
 
 
 def seed_means(set_name, refs, hyps, methods, baseline, log):
-    """Methods with several replicates (--seeds): each one's mean CER and spread over its seeds,
-    and the paired-bootstrap interval of mean CER - the baseline's mean, by the first judge."""
+    """Methods with several replicates (--seeds): each one's mean CER and spread over its seeds, and
+    the paired-bootstrap intervals of mean CER - the baseline's mean and - SFT's, by the first judge."""
     if not any(len(names) > 1 for names in methods.values()):
         return
+    runs = lambda names: [hyps[f"(d) {n}, wav"] for n in names]  # noqa: E731
     for method, names in methods.items():
         cers = [error_counts(refs, hyps[f"(d) {n}, wav"])["cer"] for n in names]
         mean, sd = sum(cers) / len(cers), (sum((c - sum(cers) / len(cers)) ** 2 for c in cers) /
                                            max(1, len(cers) - 1)) ** 0.5
         row = {"stage": "seeds", "method": method, "split": set_name, "seeds": len(cers), "cer": mean, "cer_sd": sd}
         line = f"{set_name:16s} {method:24s} CER {100 * mean:5.1f} ± {100 * sd:.1f} ({len(cers)} seeds)"
-        if baseline and method != baseline:
-            d, lo, hi = bootstrap_wer_diff(refs, [hyps[f"(d) {n}, wav"] for n in methods[baseline]],
-                                           [hyps[f"(d) {n}, wav"] for n in names], unit="char")
-            row.update(base=baseline, diff=d, low=lo, high=hi)
-            line += f"  mean - mean({baseline}) = {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+        for key, base in (("", baseline), ("sft_", "SFT")):
+            if base and method != base:
+                d, lo, hi = bootstrap_wer_diff(refs, runs(methods.get(base, [base])), runs(names), unit="char")
+                row.update({f"{key}base": base, f"{key}diff": d, f"{key}low": lo, f"{key}high": hi})
+                line += f"  - {base} {100 * d:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
         log(row)
         print(line)
 
