@@ -82,6 +82,7 @@ class TTSConfig:
     tok_upper: int = 2  # tokenizer blocks after it
     fsq_dims: int = 6  # bottleneck dimensions (0: no bottleneck, for the comparison run)
     fsq_levels: int = 3  # values per bottleneck dimension: fsq_levels ** fsq_dims speech tokens
+    tok_stride: int = 1  # encoder frames per speech token: 25 / tok_stride tokens a second
     tok_steps: int = 1000  # tokenizer CTC steps
     spk_steps: int = 2000  # speaker-encoder steps
     spk_crop: int = 300  # speaker training sees random crops of at most this many frames
@@ -162,6 +163,8 @@ def parse_args(argv=None):
         parser.error(f"--rl {cfg.rl!r}: choose from {', '.join(RL_METHODS)}")
     if cfg.lm_stop not in ("loss", "cer"):
         parser.error(f"--lm-stop {cfg.lm_stop!r}: choose from loss, cer")
+    if cfg.tok_stride < 1:
+        parser.error(f"--tok-stride {cfg.tok_stride}: 1 (25 tokens a second) or more (25 / stride)")
     if cfg.flow_voice not in ("other", "own"):
         parser.error(f"--flow-voice {cfg.flow_voice!r}: choose from other, own")
     if "rl" in stages and int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -331,13 +334,14 @@ def main(argv=None):
     if {"flow", "lm", "reward", "control"} & set(stages):
         speech_tok = load_model(path("tokenizer")).to(device)
         tokens, n_codes = tokenize_all(speech_tok, run.feats, cfg.eval_batch, device), speech_tok.config.n_codes
+        stride = speech_tok.config.stride  # the trained tokenizer's, whatever this command's --tok-stride says
     if "flow" in stages:
         voices = embed_all(load_model(path("speaker")).to(device), run.feats, cfg.eval_batch, device)
-        train_flow(run, tokens, voices, n_codes=n_codes, **common)
+        train_flow(run, tokens, voices, n_codes=n_codes, stride=stride, **common)
     if "reward" in stages:  # RL's reward models, a reward ASR on log-mel and Token2Text on tokens (before lm: its
         # --lm-stop cer scores with the reward ASR)
         train_ctc("reward_asr", cfg.seed + 2, cfg.reward_steps, run, **common)
-        train_token2text(run, tokens, n_codes=n_codes, **common)
+        train_token2text(run, tokens, n_codes=n_codes, stride=stride, **common)
     if "lm" in stages:
         dev_tokens = tokenize_all(speech_tok, run.dev[1], cfg.eval_batch, device)
         train_lm("lm", run, tokens, n_codes=n_codes, dev_tokens=dev_tokens, **common)

@@ -13,6 +13,8 @@ its difference to the first option with a paired-bootstrap 95% interval, all in 
   models     other LM checkpoints (--lms dir,dir: RL settings, a control) with the default decoding
   flows      the flows of other runs (--flows run,run: copies of this run with another flow trained
              in them), from the tokenizer's tokens of dev audio
+  runs       whole pipelines of other runs (--runs run,run: e.g. another --tok-stride, with its own
+             tokenizer, flow and LM): (c) the flow from the run's own tokens of dev audio, (d) its LM
 """
 import argparse
 import os
@@ -92,6 +94,7 @@ def main():
     p.add_argument("--lms", default="", help="models: LM checkpoint dirs, comma-separated (default: every rl-* "
                                              "and lm-control* of the run)")
     p.add_argument("--flows", default="", help="flows: other run dirs (their lm and flow, this run's tokenizer)")
+    p.add_argument("--runs", default="", help="runs: other run dirs (their tokenizer, flow and lm)")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -145,6 +148,17 @@ def main():
         for run_dir in [args.run, *args.flows.split(",")]:
             model = load_tts(os.path.join(run_dir, "lm")).to(device)
             compare(run_dir, flow(real_tokens, model=model))
+    if "runs" in only and args.runs:
+        own = Compare("runs (c): the flow from the run's own tokens of dev audio, w 0.7, N 10", texts, reward,
+                      speaker, ref_emb)
+        full = Compare("runs (d): the run's LM with the default decoding, then its flow", texts, reward, speaker,
+                       ref_emb)
+        for run_dir in [args.run, *args.runs.split(",")]:
+            model = load_tts(os.path.join(run_dir, "lm")).to(device)
+            tok = load_model(os.path.join(run_dir, "tokenizer")).to(device)
+            own(run_dir, flow(tokenize_all(tok, feats, args.batch, device), model=model))
+            tokens, extra = sample(model, next(iter(DECODINGS.values())))
+            full(run_dir, flow(tokens, model=model), extra)
     if "models" in only:
         lms = [d for d in args.lms.split(",") if d] or sorted(
             os.path.join(args.run, d) for d in os.listdir(args.run) if d.startswith(("lm-control", "rl-")) and

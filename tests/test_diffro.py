@@ -52,6 +52,20 @@ def tiny_token2text(n_codes=6, seed=0):
     return model.eval().requires_grad_(False)
 
 
+def test_token2text_repeat_reads_each_token_twice():
+    """repeat 2 (the tokenizer's stride 2): the logits have a frame per 1/25 s, equal to those of the
+    tokens repeated by hand into a repeat-1 model with the same weights."""
+    torch.manual_seed(0)
+    two = Token2Text(Token2TextConfig(n_codes=6, d_model=16, n_layer=1, vocab_size=5, repeat=2)).eval()
+    one = Token2Text(Token2TextConfig(n_codes=6, d_model=16, n_layer=1, vocab_size=5)).eval()
+    one.load_state_dict(two.state_dict())
+    tokens, lengths = torch.tensor([[1, 2, 3], [4, 5, 0]]), torch.tensor([3, 2])
+    logits, out_lens = two(tokens, lengths)
+    ref, ref_lens = one(tokens.repeat_interleave(2, 1), 2 * lengths)
+    assert out_lens.tolist() == [6, 4] and torch.allclose(logits[0], ref[0], atol=1e-5)
+    assert torch.allclose(logits[1, :4], ref[1, :4], atol=1e-5)
+
+
 def test_token2text_soft_input_equals_token_input_on_one_hots():
     model = tiny_token2text()
     tokens, lengths = torch.tensor([[1, 4, 2, 0], [3, 3, 5, 5]]), torch.tensor([3, 4])

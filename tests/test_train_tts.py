@@ -386,6 +386,20 @@ def test_seeds_and_tags_replicate_rl_and_its_control(full_run, tmp_path):
     assert "seeds (means over replicates)" in report and "vs SFT" in report
 
 
+def test_tok_stride_2_runs_end_to_end_at_12_5_tokens_a_second(corpus, tmp_path):
+    """--tok-stride 2: every stage and the evaluation run at 12.5 tokens a second; the flow folds 8 mel
+    frames a token and Token2Text reads each token twice, both taken from the trained tokenizer, so the
+    flow's speech from real tokens lasts as long as the real audio (fold 4 would halve it)."""
+    out = tmp_path / "out"
+    r = train_tts(*data_args(corpus), "--out", out, *TINY, "--tok-stride", "2", "--rl-steps", "1", cwd=corpus)
+    assert r.returncode == 0, r.stderr[-3000:]
+    config = lambda stage: json.loads((out / stage / "config.json").read_text())  # noqa: E731
+    assert config("tokenizer")["tokenizer"]["stride"] == 2
+    assert config("flow")["flow"]["fold"] == 8 and config("token2text")["token2text"]["repeat"] == 2
+    flow_rows = [x for x in read_metrics(out) if x["stage"] == "eval" and x["model"].startswith("(c)")]
+    assert flow_rows and all(0.9 <= x["duration_ratio"] <= 1.2 for x in flow_rows), flow_rows
+
+
 def test_lm_pairs_limit_the_lm_and_its_control_to_the_first_pairs(full_run, tmp_path):
     """--lm-pairs 2: the LM trains on 2 pairs (one a batch, so an epoch every 2 steps), and the
     control continues on the SFT LM's 2 pairs even when its own command omits --lm-pairs."""

@@ -5,7 +5,7 @@ import torch
 from nanospeechrl.encoder import CTC_CHARS
 from nanospeechrl.llm import LLMConfig
 from nanospeechrl.sampler import generate_naive
-from nanospeechrl.tts.flow import FOLD, FlowConfig, TokenToMel, fold, unfold
+from nanospeechrl.tts.flow import FlowConfig, TokenToMel, fold, unfold
 from nanospeechrl.tts.speaker import SpeakerConfig, SpeakerEncoder, label_parts
 from nanospeechrl.tts.token_lm import TokenLM, cut_at_caps, length_caps, sample_tokens, speech_tokens
 from nanospeechrl.tts.tokens import FSQ, SpeechTokenizer, TokenizerConfig, codebook_usage
@@ -52,6 +52,20 @@ def test_tokenizer_shapes_and_codebook_usage():
     assert use["codes_used"] == 0.5 and abs(use["perplexity"] - 2) < 1e-5
 
 
+def test_stride_2_tokenizer_gives_12_5_tokens_a_second_and_ignores_padding():
+    """--tok-stride 2: adjacent encoder frames merge before the bottleneck (12.5 tokens a second), CTC
+    still reads 25 frames a second, and an utterance's codes do not depend on the padding beside it."""
+    torch.manual_seed(0)
+    cfg = TokenizerConfig(encoder=dict(d_model=32, n_layer=1, vocab_size=len(CTC_CHARS) + 1, dropout=0.0), n_upper=1,
+                          fsq_dims=2, fsq_levels=3, stride=2)
+    tok = SpeechTokenizer(cfg).eval()
+    feats, lens = torch.randn(2, 100, 80), torch.tensor([100, 33])  # 33 frames: 9 encoder frames, 5 tokens
+    logits, out_lens, codes = tok(feats, lens)
+    assert codes.shape == (2, 13) and logits.shape[1] == 26 and out_lens.tolist() == [26, 10]
+    short, short_lens = tok.tokenize(feats[1:, :33], lens[1:])
+    assert short_lens.tolist() == [5] and short[0].equal(tok.tokenize(feats, lens)[0][1, :5])
+
+
 def test_flow_matching_learns_a_token_to_mel_mapping():
     """A toy: each of 3 tokens stands for a fixed 8-bin 'mel' frame. After training, 10 Euler steps
     from noise land on the right frame for every token (a learned mapping, not 'it ran')."""
@@ -64,17 +78,21 @@ def test_flow_matching_learns_a_token_to_mel_mapping():
     speaker = torch.zeros(16, 4)
     for _ in range(800):
         tokens = torch.randint(0, 3, (16, 6), generator=gen)
-        mel = patterns[tokens].repeat_interleave(FOLD, dim=1)  # (16, 24, 8)
+        mel = patterns[tokens].repeat_interleave(4, dim=1)  # (16, 24, 8): fold 4 frames a token
         loss = flow.loss(mel, torch.full((16,), 24), tokens, torch.full((16,), 6), speaker, gen)
         opt.zero_grad()
         loss.backward()
         opt.step()
     tokens = torch.tensor([[0, 1, 2, 2, 1, 0]])
     out = flow.eval().sample(tokens, torch.tensor([6]), torch.zeros(1, 4), steps=10, generator=gen)
-    target = patterns[tokens].repeat_interleave(FOLD, dim=1)
+    target = patterns[tokens].repeat_interleave(4, dim=1)
     assert out.shape == (1, 24, 8)
     assert ((out - target) ** 2).mean() < 0.05 * (target ** 2).mean()
-    assert fold(target, 6).shape == (1, 6, 32) and unfold(fold(target, 6)).equal(target)
+    assert fold(target, 6, 4).shape == (1, 6, 32) and unfold(fold(target, 6, 4), 4).equal(target)
+    assert unfold(fold(target, 3, 8), 8).equal(target)  # 12.5 tokens a second: 8 frames each
+    wide = TokenToMel(FlowConfig(n_codes=3, speaker_dim=4, reference_dim=0, n_mels=8, d_model=16, n_layer=1, fold=8))
+    assert wide.sample(tokens[:, :3], torch.tensor([2]), torch.zeros(1, 4), steps=2).shape == (1, 24, 8)
+    assert wide.sample(tokens[:, :3], torch.tensor([2]), torch.zeros(1, 4), steps=2)[0, 16:].eq(0).all()
 
 
 def tiny_lm(n_codes=5, text_vocab=20, seed=0):

@@ -41,7 +41,7 @@ def train_tokenizer(run, cfg, device, tokenizer, log, gen):
     torch.manual_seed(cfg.seed)
     tcfg = TokenizerConfig(encoder=dict(d_model=cfg.d_model, n_layer=cfg.tok_layers, dropout=0.0,
                                         vocab_size=len(CTC_CHARS) + 1), n_upper=cfg.tok_upper,
-                           fsq_dims=cfg.fsq_dims, fsq_levels=cfg.fsq_levels)
+                           fsq_dims=cfg.fsq_dims, fsq_levels=cfg.fsq_levels, stride=cfg.tok_stride)
     model = SpeechTokenizer(tcfg).to(device)
     step = ctc_step_fn(lambda f, n: model(f, n)[:2], run.feats, run.labels, device)
     train_stage("tokenizer", model, step, [len(f) for f in run.feats], cfg, device, {"tokenizer": asdict(tcfg)},
@@ -64,16 +64,16 @@ def train_speaker(name, scfg, seed, run, cfg, device, tokenizer, log, gen):
                 steps=cfg.spk_steps)
 
 
-def train_flow(run, tokens, voices, cfg, device, tokenizer, log, gen, n_codes):
+def train_flow(run, tokens, voices, cfg, device, tokenizer, log, gen, n_codes, stride):
     """Stage flow: conditional flow matching from (tokens, voice) to log-mel. The voice is taken as
     at test time, from another utterance of the speaker (its speaker embedding and a crop for the
     reference encoder): the corpus draws pitch and rate per utterance, so the target's own
     embedding would tell the flow what no test-time reference can (cfg.flow_voice "own": the old way)."""
     torch.manual_seed(cfg.seed)
     frames = torch.cat(run.feats)
-    fcfg = FlowConfig(n_codes=n_codes, speaker_dim=voices.shape[1], reference_dim=cfg.flow_ref, d_model=cfg.flow_d,
-                      n_layer=cfg.flow_layers, cfg_strength=cfg.cfg_strength, mel_mean=frames.mean().item(),
-                      mel_std=frames.std().item())
+    fcfg = FlowConfig(n_codes=n_codes, speaker_dim=voices.shape[1], reference_dim=cfg.flow_ref, fold=4 * stride,
+                      d_model=cfg.flow_d, n_layer=cfg.flow_layers, cfg_strength=cfg.cfg_strength,
+                      mel_mean=frames.mean().item(), mel_std=frames.std().item())
     model = TokenToMel(fcfg).to(device)
     same_voice = {}  # speaker -> indices of its training utterances: a reference is another one of them
     for i, ex in enumerate(run.train):
@@ -104,16 +104,16 @@ def train_ctc(name, seed, steps, run, cfg, device, tokenizer, log, gen):
                 tokenizer, log, gen, steps=steps)
 
 
-def train_token2text(run, tokens, cfg, device, tokenizer, log, gen, n_codes):
+def train_token2text(run, tokens, cfg, device, tokenizer, log, gen, n_codes, stride):
     """Stage reward, part 2: Token2Text on the tokenizer's tokens of real training audio."""
     torch.manual_seed(cfg.seed + 3)
     tcfg = Token2TextConfig(n_codes=n_codes, d_model=cfg.d_model, n_layer=cfg.tok_upper + 2,
-                            vocab_size=len(CTC_CHARS) + 1)
+                            vocab_size=len(CTC_CHARS) + 1, repeat=stride)
     model = Token2Text(tcfg).to(device)
 
     step = lambda idx: model.ctc_loss([tokens[i] for i in idx], [run.labels[i] for i in idx], device)  # noqa: E731
-    train_stage("token2text", model, step, [4 * len(t) for t in tokens], cfg, device, {"token2text": asdict(tcfg)},
-                tokenizer, log, gen, steps=cfg.t2t_steps)
+    train_stage("token2text", model, step, [4 * stride * len(t) for t in tokens], cfg, device,
+                {"token2text": asdict(tcfg)}, tokenizer, log, gen, steps=cfg.t2t_steps)
 
 
 def lm_data(examples, tokens, tokenizer, n_codes):

@@ -24,6 +24,7 @@ class Token2TextConfig:
     d_model: int = 144  # width
     n_layer: int = 4  # conformer blocks
     vocab_size: int = 38  # CTC classes (blank + characters)
+    repeat: int = 1  # each token read this many times (the tokenizer's stride: CTC needs a frame per character)
 
 
 class Token2Text(nn.Module):
@@ -36,12 +37,13 @@ class Token2Text(nn.Module):
         self.head = CTCHead(enc)
 
     def logits_from_embeds(self, x, lengths):
-        """(B, T, d) token embeddings, (B,) -> CTC logits (B, T, vocab)."""
-        return self.head(self.body(x, lengths))
+        """(B, T, d) token embeddings, (B,) -> CTC logits (B, repeat * T, vocab)."""
+        r = self.config.repeat
+        return self.head(self.body(x.repeat_interleave(r, 1), r * lengths))
 
     def forward(self, tokens, lengths):
         """Speech tokens (B, T), lengths (B,) -> CTC logits (B, T, vocab), lengths."""
-        return self.logits_from_embeds(self.embedding(tokens), lengths), lengths
+        return self.logits_from_embeds(self.embedding(tokens), lengths), self.config.repeat * lengths
 
     def ctc_loss(self, tokens, labels, device):
         """Mean CTC loss of lists of speech tokens against lists of CTC labels (training)."""
@@ -54,7 +56,8 @@ class Token2Text(nn.Module):
         or soft), summed over every alignment; differentiable in one_hot."""
         logits = self.logits_from_embeds(one_hot.to(self.embedding.weight.dtype) @ self.embedding.weight, lengths)
         log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # (T, B, V)
-        return -F.ctc_loss(log_probs, labels, lengths, label_lengths, blank=0, reduction="none", zero_infinity=True)
+        return -F.ctc_loss(log_probs, labels, self.config.repeat * lengths, label_lengths, blank=0, reduction="none",
+                           zero_infinity=True)
 
 
 @torch.no_grad()

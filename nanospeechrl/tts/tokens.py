@@ -2,8 +2,8 @@
 Supervised semantic speech tokens: CosyVoice 2's S3Tokenizer in miniature.
 
     log-mel (B, T, 80) -> conv subsampling x4 + lower conformer blocks (encoder.Encoder)
-        -> FSQ bottleneck: 25 tokens/s, levels ** dims codes
-        -> upper conformer blocks -> CTC head on characters
+        -> (stride 2: adjacent frames merged) -> FSQ bottleneck: 25 / stride tokens/s, levels ** dims codes
+        -> (stride 2: each token repeated) -> upper conformer blocks -> CTC head on characters
 
 Trained with the ASR objective alone (CTC on the transcript), so what survives the bottleneck
 is what was said, not who said it or how loud. The tokens are the FSQ codes; the text-to-token
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from nanospeechrl.data import map_batches
 from nanospeechrl.encoder import CTCHead, Conformer, Encoder, EncoderConfig
@@ -28,6 +29,7 @@ class TokenizerConfig:
     n_upper: int = 2  # conformer blocks between the bottleneck and the CTC head
     fsq_dims: int = 6  # bottleneck width; 0: no bottleneck (the comparison encoder)
     fsq_levels: int = 3  # values per dimension (odd): levels ** dims codes
+    stride: int = 1  # encoder frames per token: 25 / stride tokens a second (CTC still reads 25 frames a second)
 
     @property
     def n_codes(self):
@@ -69,26 +71,39 @@ class SpeechTokenizer(nn.Module):
         lower = EncoderConfig(**config.encoder)
         self.lower = Encoder(lower)
         self.fsq = FSQ(lower.d_model, config.fsq_dims, config.fsq_levels) if config.fsq_dims else None
+        self.merge = nn.Linear(config.stride * lower.d_model, lower.d_model) if config.stride > 1 else None
         self.upper = Conformer(EncoderConfig(**{**config.encoder, "n_layer": config.n_upper}))
         self.head = CTCHead(lower)
 
     def forward(self, feats, lengths):
         """Log-mel (B, T, 80), (B,) -> CTC logits (B, T', V), lengths (B,), codes (B, T') (None without FSQ)."""
         hidden, lengths = self.lower(feats, lengths)
+        hidden, token_lens = self.strided(hidden, lengths)
         codes = None
         if self.fsq is not None:
             hidden, codes = self.fsq(hidden)
+        if self.merge is not None:  # back to the encoder's rate, so CTC has a frame for every character
+            hidden, lengths = hidden.repeat_interleave(self.config.stride, 1), token_lens * self.config.stride
         return self.head(self.upper(hidden, lengths)), lengths, codes
+
+    def strided(self, hidden, lengths):
+        """(B, T', D), (B,) -> stride adjacent frames merged into one (B, ceil(T' / stride), D), lengths
+        (the encoder zeroes its padded frames, so a last odd frame merges with zeros, as it would alone)."""
+        if self.merge is None:
+            return hidden, lengths
+        s, (B, T, D) = self.config.stride, hidden.shape
+        hidden = F.pad(hidden, (0, 0, 0, -T % s))
+        return self.merge(hidden.reshape(B, -1, s * D)), (lengths + s - 1) // s
 
     @torch.no_grad()
     def tokenize(self, feats, lengths):
-        """Log-mel (B, T, 80), (B,) -> codes (B, T') at 25 per second, lengths (B,)."""
-        hidden, lengths = self.lower(feats, lengths)
+        """Log-mel (B, T, 80), (B,) -> codes (B, T') at 25 / stride per second, lengths (B,)."""
+        hidden, lengths = self.strided(*self.lower(feats, lengths))
         return self.fsq(hidden)[1], lengths
 
 
 def tokenize_all(model, feats, batch_size, device):
-    """Speech tokens of every utterance: a list of code lists (25 per second of audio)."""
+    """Speech tokens of every utterance: a list of code lists (25 / stride per second of audio)."""
     model.eval()
 
     def tokenize(b):
