@@ -31,6 +31,7 @@ from nanospeechrl.checkpoint import read_config  # noqa: E402
 from nanospeechrl.devices import pick_device  # noqa: E402
 from nanospeechrl.metrics import bootstrap_wer_diff, error_counts  # noqa: E402
 from nanospeechrl.tts.corpora import load_tts_data  # noqa: E402
+from nanospeechrl.tts.evaluate import report_tokenizer  # noqa: E402
 from nanospeechrl.tts.judge import ctc_model_transcriber  # noqa: E402
 from nanospeechrl.tts.speaker import embed_all  # noqa: E402
 from nanospeechrl.tts.synthesis import load_model, load_tts  # noqa: E402
@@ -156,6 +157,7 @@ def main():
         for run_dir in [args.run, *args.runs.split(",")]:
             model = load_tts(os.path.join(run_dir, "lm")).to(device)
             tok = load_model(os.path.join(run_dir, "tokenizer")).to(device)
+            report_tokenizer(tok, dev, feats, args.batch, device, log=lambda row: None)  # its CTC CER, bottleneck
             own(run_dir, flow(tokenize_all(tok, feats, args.batch, device), model=model))
             tokens, extra = sample(model, next(iter(DECODINGS.values())))
             full(run_dir, flow(tokens, model=model), extra)

@@ -3,7 +3,7 @@ Supervised semantic speech tokens: CosyVoice 2's S3Tokenizer in miniature.
 
     log-mel (B, T, 80) -> conv subsampling x4 + lower conformer blocks (encoder.Encoder)
         -> (stride 2: adjacent frames merged) -> FSQ bottleneck: 25 / stride tokens/s, levels ** dims codes
-        -> (stride 2: each token repeated) -> upper conformer blocks -> CTC head on characters
+        -> (stride 2: each token split into 2 frames) -> upper conformer blocks -> CTC head on characters
 
 Trained with the ASR objective alone (CTC on the transcript), so what survives the bottleneck
 is what was said, not who said it or how loud. The tokens are the FSQ codes; the text-to-token
@@ -71,7 +71,9 @@ class SpeechTokenizer(nn.Module):
         lower = EncoderConfig(**config.encoder)
         self.lower = Encoder(lower)
         self.fsq = FSQ(lower.d_model, config.fsq_dims, config.fsq_levels) if config.fsq_dims else None
-        self.merge = nn.Linear(config.stride * lower.d_model, lower.d_model) if config.stride > 1 else None
+        d, k = lower.d_model, config.stride  # merged frames are normed, as the conformer's output they replace
+        self.merge = nn.Sequential(nn.Linear(k * d, d), nn.LayerNorm(d)) if k > 1 else None
+        self.split = nn.Linear(d, k * d) if k > 1 else None
         self.upper = Conformer(EncoderConfig(**{**config.encoder, "n_layer": config.n_upper}))
         self.head = CTCHead(lower)
 
@@ -82,8 +84,9 @@ class SpeechTokenizer(nn.Module):
         codes = None
         if self.fsq is not None:
             hidden, codes = self.fsq(hidden)
-        if self.merge is not None:  # back to the encoder's rate, so CTC has a frame for every character
-            hidden, lengths = hidden.repeat_interleave(self.config.stride, 1), token_lens * self.config.stride
+        if self.split is not None:  # back to the encoder's rate, distinct frames, so CTC has one per character
+            B, T, D = hidden.shape
+            hidden, lengths = self.split(hidden).reshape(B, T * self.config.stride, D), token_lens * self.config.stride
         return self.head(self.upper(hidden, lengths)), lengths, codes
 
     def strided(self, hidden, lengths):
