@@ -387,15 +387,15 @@ def test_seeds_and_tags_replicate_rl_and_its_control(full_run, tmp_path):
 
 
 def test_tok_stride_2_runs_end_to_end_at_12_5_tokens_a_second(corpus, tmp_path):
-    """--tok-stride 2: every stage and the evaluation run at 12.5 tokens a second; the flow folds 8 mel
-    frames a token and Token2Text reads each token twice, both taken from the trained tokenizer, so the
-    flow's speech from real tokens lasts as long as the real audio (fold 4 would halve it)."""
+    """--tok-stride 2: every stage and the evaluation run at 12.5 tokens a second; the flow and Token2Text
+    read each token at two positions, both taken from the trained tokenizer, so the flow's speech from
+    real tokens lasts as long as the real audio (one position a token would halve it)."""
     out = tmp_path / "out"
     r = train_tts(*data_args(corpus), "--out", out, *TINY, "--tok-stride", "2", "--rl-steps", "1", cwd=corpus)
     assert r.returncode == 0, r.stderr[-3000:]
     config = lambda stage: json.loads((out / stage / "config.json").read_text())  # noqa: E731
     assert config("tokenizer")["tokenizer"]["stride"] == 2
-    assert config("flow")["flow"]["fold"] == 8 and config("token2text")["token2text"]["repeat"] == 2
+    assert config("flow")["flow"]["repeat"] == 2 and config("token2text")["token2text"]["repeat"] == 2
     flow_rows = [x for x in read_metrics(out) if x["stage"] == "eval" and x["model"].startswith("(c)")]
     assert flow_rows and all(0.9 <= x["duration_ratio"] <= 1.2 for x in flow_rows), flow_rows
 

@@ -90,9 +90,13 @@ def test_flow_matching_learns_a_token_to_mel_mapping():
     assert ((out - target) ** 2).mean() < 0.05 * (target ** 2).mean()
     assert fold(target, 6, 4).shape == (1, 6, 32) and unfold(fold(target, 6, 4), 4).equal(target)
     assert unfold(fold(target, 3, 8), 8).equal(target)  # 12.5 tokens a second: 8 frames each
-    wide = TokenToMel(FlowConfig(n_codes=3, speaker_dim=4, reference_dim=0, n_mels=8, d_model=16, n_layer=1, fold=8))
-    assert wide.sample(tokens[:, :3], torch.tensor([2]), torch.zeros(1, 4), steps=2).shape == (1, 24, 8)
-    assert wide.sample(tokens[:, :3], torch.tensor([2]), torch.zeros(1, 4), steps=2)[0, 16:].eq(0).all()
+    for k, r in ((8, 1), (4, 2)):  # a token of 8 frames: folded 8 to a position, or read at 2 positions of 4
+        wide = TokenToMel(FlowConfig(n_codes=3, speaker_dim=4, reference_dim=0, n_mels=8, d_model=16, n_layer=1,
+                                     fold=k, repeat=r))
+        mel = wide.sample(tokens[:, :3], torch.tensor([2]), torch.zeros(1, 4), steps=2)
+        assert mel.shape == (1, 24, 8) and mel[0, 16:].eq(0).all() and mel[0, :16].ne(0).all()
+        loss = wide.loss(mel, torch.tensor([16]), tokens[:, :3], torch.tensor([2]), torch.zeros(1, 4))
+        assert loss.isfinite()
 
 
 def tiny_lm(n_codes=5, text_vocab=20, seed=0):

@@ -1,11 +1,11 @@
 """
 Token-to-mel by conditional flow matching (Lipman et al. 2023; CosyVoice 2's decoder, in miniature).
 
-Speech tokens come at 25 per second (12.5 with the tokenizer's stride 2) and our log-mel
-(audio.py) at 100 frames per second, so each token owns fold = 4 (8) mel frames. The estimator
-works at the token rate on "folded" frames: the fold mel frames of a token side by side,
-(B, T_tok, fold * 80). Conditions: the token's embedding and
-the voice, both dropped together with probability cfg_drop in training (classifier-free
+Speech tokens come at 25 per second and our log-mel (audio.py) at 100 frames per second, so
+each token owns fold = 4 mel frames. The estimator works at the token rate on "folded" frames:
+the 4 mel frames of a token side by side, (B, T_tok, 4 * 80); tokens at 12.5 a second (the
+tokenizer's stride 2) are each read at repeat = 2 positions, told apart by an embedding.
+Conditions: the token's embedding and the voice, both dropped together with probability cfg_drop in training (classifier-free
 guidance); the flow time t enters as a sinusoidal embedding. The voice is the speaker encoder's
 embedding and, beside it, the flow's own reference encoder over a real clip of the voice (a
 prompt in CosyVoice's sense, pooled over time): trained with the flow on another utterance of
@@ -33,7 +33,8 @@ class FlowConfig:
     speaker_dim: int = 128  # speaker-embedding size
     reference_dim: int = 128  # the reference encoder's output size (0: condition on the speaker embedding alone)
     n_mels: int = 80
-    fold: int = 4  # mel frames per speech token (100 / 25; 8 at 12.5 tokens a second)
+    fold: int = 4  # mel frames per estimator position (100 / 25)
+    repeat: int = 1  # estimator positions per speech token (the tokenizer's stride: 2 at 12.5 tokens a second)
     d_model: int = 192  # estimator width
     n_layer: int = 4  # conformer blocks
     n_head: int = 4
@@ -70,6 +71,7 @@ class TokenToMel(nn.Module):
         self.config = config
         d = config.d_model
         self.tokens = nn.Embedding(config.n_codes, d)
+        self.within = nn.Embedding(config.repeat, d) if config.repeat > 1 else None  # which of a token's positions
         self.speaker = nn.Linear(config.speaker_dim + config.reference_dim, d)
         self.reference = SpeakerEncoder(SpeakerConfig(channels=128, n_layer=3, dim=config.reference_dim),
                                         config.n_mels) if config.reference_dim else None
@@ -90,11 +92,18 @@ class TokenToMel(nn.Module):
             return speaker
         return torch.cat([speaker, self.reference(ref_feats, ref_lens).to(speaker.dtype)], dim=-1)
 
+    def positions(self, tokens, lengths):
+        """Speech tokens (B, T_tok), (B,) -> the estimator's positions: each token repeat times (B, T), (B,)."""
+        r = self.config.repeat
+        return tokens.repeat_interleave(r, 1), r * lengths
+
     def velocity(self, x, t, tokens, lengths, speaker, keep_cond):
-        """The estimator. x (B, T_tok, fold * n_mels) at flow time t (B,); tokens (B, T_tok),
-        lengths (B,) in tokens; speaker: voice() (B, voice size); keep_cond (B,) bool: False drops the
-        conditions (CFG's unconditional branch). -> velocity like x."""
-        cond = self.tokens(tokens) + self.speaker(speaker)[:, None]  # (B, T_tok, d)
+        """The estimator. x (B, T, fold * n_mels) at flow time t (B,); tokens (B, T), lengths (B,) at
+        the estimator's positions (positions()); speaker: voice() (B, voice size); keep_cond (B,) bool:
+        False drops the conditions (CFG's unconditional branch). -> velocity like x."""
+        cond = self.tokens(tokens) + self.speaker(speaker)[:, None]  # (B, T, d)
+        if self.within is not None:
+            cond = cond + self.within(torch.arange(tokens.shape[1], device=tokens.device) % self.config.repeat)
         time = self.time(time_embedding(t, self.config.d_model))[:, None]  # (B, 1, d)
         h = self.x_in(x) + cond * keep_cond[:, None, None] + time
         return self.out(self.body(h, lengths)) + self.x_gate(time) * x
@@ -105,6 +114,7 @@ class TokenToMel(nn.Module):
     def loss(self, mel, mel_lens, tokens, lengths, speaker, generator=None):
         """Flow-matching MSE on a batch: mel (B, T, n_mels) with mel_lens (B,) frames, tokens
         (B, T_tok) with lengths (B,), speaker: voice() (B, voice size)."""
+        tokens, lengths = self.positions(tokens, lengths)
         (B, T_tok), k = tokens.shape, self.config.fold
         x1 = fold(self.normalise(mel), T_tok, k)
         x0 = torch.randn(x1.shape, generator=generator).to(x1.device)
@@ -119,9 +129,10 @@ class TokenToMel(nn.Module):
 
     @torch.no_grad()
     def sample(self, tokens, lengths, speaker, steps=10, cfg_strength=None, generator=None):
-        """Tokens (B, T_tok) with lengths (B,), speaker: voice() (B, voice size) -> log-mel (B, fold * T_tok,
-        n_mels) after `steps` Euler steps; frames past fold * lengths are zero."""
+        """Tokens (B, T_tok) with lengths (B,), speaker: voice() (B, voice size) -> log-mel (B, fold * repeat
+        * T_tok, n_mels) after `steps` Euler steps; frames past fold * repeat * lengths are zero."""
         w = self.config.cfg_strength if cfg_strength is None else cfg_strength
+        tokens, lengths = self.positions(tokens, lengths)
         (B, T_tok), k = tokens.shape, self.config.fold
         x = torch.randn(B, T_tok, k * self.config.n_mels, generator=generator).to(self.out.weight.device)
         times = 1 - torch.cos(torch.linspace(0, 1, steps + 1) * math.pi / 2)  # cosine schedule: small first steps

@@ -71,7 +71,7 @@ def train_flow(run, tokens, voices, cfg, device, tokenizer, log, gen, n_codes, s
     embedding would tell the flow what no test-time reference can (cfg.flow_voice "own": the old way)."""
     torch.manual_seed(cfg.seed)
     frames = torch.cat(run.feats)
-    fcfg = FlowConfig(n_codes=n_codes, speaker_dim=voices.shape[1], reference_dim=cfg.flow_ref, fold=4 * stride,
+    fcfg = FlowConfig(n_codes=n_codes, speaker_dim=voices.shape[1], reference_dim=cfg.flow_ref, repeat=stride,
                       d_model=cfg.flow_d, n_layer=cfg.flow_layers, cfg_strength=cfg.cfg_strength,
                       mel_mean=frames.mean().item(), mel_std=frames.std().item())
     model = TokenToMel(fcfg).to(device)

@@ -87,11 +87,12 @@ class TTS:
 
     @torch.no_grad()
     def mels(self, tokens, voices, steps=10, generator=None, cfg_strength=None):
-        """Speech-token lists + voices (B, dim; voice()) -> a list of log-mel (fold * n_i, 80);
+        """Speech-token lists + voices (B, dim; voice()) -> a list of log-mel (fold * repeat * n_i, 80);
         cfg_strength: the flow's guidance (None: its config's)."""
         ids, lengths = pad_ids(tokens, self.device)
         mel = self.flow.sample(ids, lengths, voices, steps, cfg_strength, generator=generator)
-        return [m[:self.flow.config.fold * n] for m, n in zip(mel.float(), lengths.tolist())]
+        k = self.flow.config.fold * self.flow.config.repeat  # mel frames per speech token
+        return [m[:k * n] for m, n in zip(mel.float(), lengths.tolist())]
 
     def synthesize(self, texts, voices, steps=10, generator=None, **sampling):
         """Texts + one voice per text (B, dim; voice()) -> (log-mel list, capped list of bool)."""
