@@ -13,7 +13,7 @@ from nanospeechrl.checkpoint import save_checkpoint
 from nanospeechrl.encoder import EncoderConfig
 from nanospeechrl.llm import LLMConfig
 from nanospeechrl.tokenizer import Tokenizer
-from nanospeechrl.tts.flow import FlowConfig, TokenToMel
+from nanospeechrl.tts.flow import FOLD, FlowConfig, TokenToMel
 from nanospeechrl.tts.speaker import SpeakerConfig, SpeakerEncoder
 from nanospeechrl.tts.synthesis import build_model, load_tts
 from nanospeechrl.tts.text_front import spoken
@@ -136,6 +136,6 @@ def test_a_paragraph_lasts_as_long_as_its_sentences_alone(run):
              for s in SENTENCES]
     tokens, capped = tts.tokens(tts.pieces(paragraph), temperature=0.0)
     assert not capped.all()  # lengths the LM chose (EOS), not only its caps
-    assert len(whole) == sum(len(m) for m in alone) == 4 * sum(len(t) for t in tokens)
+    assert len(whole) == sum(len(m) for m in alone) == FOLD * sum(len(t) for t in tokens)
     assert len({len(m) for m in alone}) > 1  # the sentences differ in length: the sum is not a coincidence
     assert torch.isfinite(whole).all()

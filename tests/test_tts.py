@@ -5,7 +5,7 @@ import torch
 from nanospeechrl.encoder import CTC_CHARS
 from nanospeechrl.llm import LLMConfig
 from nanospeechrl.sampler import generate_naive
-from nanospeechrl.tts.flow import FlowConfig, TokenToMel, fold, unfold
+from nanospeechrl.tts.flow import FOLD, FlowConfig, TokenToMel, fold, unfold
 from nanospeechrl.tts.speaker import SpeakerConfig, SpeakerEncoder, label_parts
 from nanospeechrl.tts.token_lm import TokenLM, cut_at_caps, length_caps, sample_tokens, speech_tokens
 from nanospeechrl.tts.tokens import FSQ, SpeechTokenizer, TokenizerConfig, codebook_usage
@@ -78,25 +78,23 @@ def test_flow_matching_learns_a_token_to_mel_mapping():
     speaker = torch.zeros(16, 4)
     for _ in range(800):
         tokens = torch.randint(0, 3, (16, 6), generator=gen)
-        mel = patterns[tokens].repeat_interleave(4, dim=1)  # (16, 24, 8): fold 4 frames a token
+        mel = patterns[tokens].repeat_interleave(FOLD, dim=1)  # (16, 24, 8)
         loss = flow.loss(mel, torch.full((16,), 24), tokens, torch.full((16,), 6), speaker, gen)
         opt.zero_grad()
         loss.backward()
         opt.step()
     tokens = torch.tensor([[0, 1, 2, 2, 1, 0]])
     out = flow.eval().sample(tokens, torch.tensor([6]), torch.zeros(1, 4), steps=10, generator=gen)
-    target = patterns[tokens].repeat_interleave(4, dim=1)
+    target = patterns[tokens].repeat_interleave(FOLD, dim=1)
     assert out.shape == (1, 24, 8)
     assert ((out - target) ** 2).mean() < 0.05 * (target ** 2).mean()
-    assert fold(target, 6, 4).shape == (1, 6, 32) and unfold(fold(target, 6, 4), 4).equal(target)
-    assert unfold(fold(target, 3, 8), 8).equal(target)  # 12.5 tokens a second: 8 frames each
-    for k, r in ((8, 1), (4, 2)):  # a token of 8 frames: folded 8 to a position, or read at 2 positions of 4
-        wide = TokenToMel(FlowConfig(n_codes=3, speaker_dim=4, reference_dim=0, n_mels=8, d_model=16, n_layer=1,
-                                     fold=k, repeat=r))
-        mel = wide.sample(tokens[:, :3], torch.tensor([2]), torch.zeros(1, 4), steps=2)
-        assert mel.shape == (1, 24, 8) and mel[0, 16:].eq(0).all() and mel[0, :16].ne(0).all()
-        loss = wide.loss(mel, torch.tensor([16]), tokens[:, :3], torch.tensor([2]), torch.zeros(1, 4))
-        assert loss.isfinite()
+    assert fold(target, 6).shape == (1, 6, 32) and unfold(fold(target, 6)).equal(target)
+    # 12.5 tokens a second: each token read at 2 positions of 4 frames, 8 frames a token
+    wide = TokenToMel(FlowConfig(n_codes=3, speaker_dim=4, reference_dim=0, n_mels=8, d_model=16, n_layer=1,
+                                 repeat=2))
+    mel = wide.sample(tokens[:, :3], torch.tensor([2]), torch.zeros(1, 4), steps=2)
+    assert mel.shape == (1, 24, 8) and mel[0, 16:].eq(0).all() and mel[0, :16].ne(0).all()
+    assert wide.loss(mel, torch.tensor([16]), tokens[:, :3], torch.tensor([2]), torch.zeros(1, 4)).isfinite()
 
 
 def tiny_lm(n_codes=5, text_vocab=20, seed=0):

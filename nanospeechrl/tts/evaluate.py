@@ -234,7 +234,7 @@ def seed_means(set_name, refs, hyps, methods, baseline, log):
         return
     runs = lambda names: [hyps[f"(d) {n}, wav"] for n in names]  # noqa: E731
     for method, names in methods.items():
-        cers = [error_counts(refs, hyps[f"(d) {n}, wav"])["cer"] for n in names]
+        cers = [error_counts(refs, h)["cer"] for h in runs(names)]
         mean, sd = sum(cers) / len(cers), (sum((c - sum(cers) / len(cers)) ** 2 for c in cers) /
                                            max(1, len(cers) - 1)) ** 0.5
         row = {"stage": "seeds", "method": method, "split": set_name, "seeds": len(cers), "cer": mean, "cer_sd": sd}

@@ -2,11 +2,11 @@
 Token-to-mel by conditional flow matching (Lipman et al. 2023; CosyVoice 2's decoder, in miniature).
 
 Speech tokens come at 25 per second and our log-mel (audio.py) at 100 frames per second, so
-each token owns fold = 4 mel frames. The estimator works at the token rate on "folded" frames:
-the 4 mel frames of a token side by side, (B, T_tok, 4 * 80); tokens at 12.5 a second (the
-tokenizer's stride 2) are each read at repeat = 2 positions, told apart by an embedding.
-Conditions: the token's embedding and the voice, both dropped together with probability cfg_drop in training (classifier-free
-guidance); the flow time t enters as a sinusoidal embedding. The voice is the speaker encoder's
+each token owns 4 mel frames. The estimator works at the token rate on "folded" frames: the 4
+mel frames of a token side by side, (B, T_tok, 4 * 80); tokens at 12.5 a second (the tokenizer's
+stride 2) are each read at repeat = 2 positions, told apart by an embedding. Conditions: the
+token's embedding and the voice, both dropped together with probability cfg_drop in training
+(classifier-free guidance); the flow time t enters as a sinusoidal embedding. The voice is the speaker encoder's
 embedding and, beside it, the flow's own reference encoder over a real clip of the voice (a
 prompt in CosyVoice's sense, pooled over time): trained with the flow on another utterance of
 the same voice, it learns whatever about the voice the mel needs and a classifier did not keep.
@@ -27,13 +27,15 @@ import torch.nn.functional as F
 from nanospeechrl.encoder import Conformer, EncoderConfig, padding_mask
 from nanospeechrl.tts.speaker import SpeakerConfig, SpeakerEncoder
 
+FOLD = 4  # mel frames per estimator position (100 / 25)
+
+
 @dataclass
 class FlowConfig:
     n_codes: int = 729  # speech-token vocabulary
     speaker_dim: int = 128  # speaker-embedding size
     reference_dim: int = 128  # the reference encoder's output size (0: condition on the speaker embedding alone)
     n_mels: int = 80
-    fold: int = 4  # mel frames per estimator position (100 / 25)
     repeat: int = 1  # estimator positions per speech token (the tokenizer's stride: 2 at 12.5 tokens a second)
     d_model: int = 192  # estimator width
     n_layer: int = 4  # conformer blocks
@@ -52,17 +54,17 @@ def time_embedding(t, dim):
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
-def fold(mel, n_tokens, k):
-    """(B, T, n_mels) -> (B, n_tokens, k * n_mels), zero-padded or cut to k * n_tokens frames."""
+def fold(mel, n_tokens):
+    """(B, T, n_mels) -> (B, n_tokens, FOLD * n_mels), zero-padded or cut to FOLD * n_tokens frames."""
     B, T, M = mel.shape
-    mel = F.pad(mel, (0, 0, 0, max(0, k * n_tokens - T)))[:, :k * n_tokens]
-    return mel.reshape(B, n_tokens, k * M)
+    mel = F.pad(mel, (0, 0, 0, max(0, FOLD * n_tokens - T)))[:, :FOLD * n_tokens]
+    return mel.reshape(B, n_tokens, FOLD * M)
 
 
-def unfold(x, k):
-    """(B, T_tok, k * n_mels) -> (B, k * T_tok, n_mels)."""
+def unfold(x):
+    """(B, T_tok, FOLD * n_mels) -> (B, FOLD * T_tok, n_mels)."""
     B, T, D = x.shape
-    return x.reshape(B, T * k, D // k)
+    return x.reshape(B, T * FOLD, D // FOLD)
 
 
 class TokenToMel(nn.Module):
@@ -75,13 +77,13 @@ class TokenToMel(nn.Module):
         self.speaker = nn.Linear(config.speaker_dim + config.reference_dim, d)
         self.reference = SpeakerEncoder(SpeakerConfig(channels=128, n_layer=3, dim=config.reference_dim),
                                         config.n_mels) if config.reference_dim else None
-        self.x_in = nn.Linear(config.fold * config.n_mels, d)
+        self.x_in = nn.Linear(FOLD * config.n_mels, d)
         self.time = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.body = Conformer(EncoderConfig(d_model=d, n_layer=config.n_layer, n_head=config.n_head, dropout=0.0))
-        self.out = nn.Linear(d, config.fold * config.n_mels)
-        # The exact velocity is ~(x1 - x_t) / (1 - t): it needs x_t itself, all fold * n_mels values of
+        self.out = nn.Linear(d, FOLD * config.n_mels)
+        # The exact velocity is ~(x1 - x_t) / (1 - t): it needs x_t itself, all FOLD * n_mels values of
         # its noise, which a d-wide body cannot carry through. A time-dependent gate on x_t passes it by.
-        self.x_gate = nn.Linear(d, config.fold * config.n_mels)
+        self.x_gate = nn.Linear(d, FOLD * config.n_mels)
         nn.init.zeros_(self.x_gate.weight)
         nn.init.zeros_(self.x_gate.bias)
 
@@ -98,7 +100,7 @@ class TokenToMel(nn.Module):
         return tokens.repeat_interleave(r, 1), r * lengths
 
     def velocity(self, x, t, tokens, lengths, speaker, keep_cond):
-        """The estimator. x (B, T, fold * n_mels) at flow time t (B,); tokens (B, T), lengths (B,) at
+        """The estimator. x (B, T, FOLD * n_mels) at flow time t (B,); tokens (B, T), lengths (B,) at
         the estimator's positions (positions()); speaker: voice() (B, voice size); keep_cond (B,) bool:
         False drops the conditions (CFG's unconditional branch). -> velocity like x."""
         cond = self.tokens(tokens) + self.speaker(speaker)[:, None]  # (B, T, d)
@@ -115,26 +117,26 @@ class TokenToMel(nn.Module):
         """Flow-matching MSE on a batch: mel (B, T, n_mels) with mel_lens (B,) frames, tokens
         (B, T_tok) with lengths (B,), speaker: voice() (B, voice size)."""
         tokens, lengths = self.positions(tokens, lengths)
-        (B, T_tok), k = tokens.shape, self.config.fold
-        x1 = fold(self.normalise(mel), T_tok, k)
+        B, T_tok = tokens.shape
+        x1 = fold(self.normalise(mel), T_tok)
         x0 = torch.randn(x1.shape, generator=generator).to(x1.device)
         t = torch.rand(B, generator=generator).to(x1.device)
         keep_cond = torch.rand(B, generator=generator).to(x1.device) >= self.config.cfg_drop
         s = self.config.sigma_min
         x_t = (1 - (1 - s) * t[:, None, None]) * x0 + t[:, None, None] * x1
         error = (self.velocity(x_t, t, tokens, lengths, speaker, keep_cond) - (x1 - (1 - s) * x0)) ** 2
-        real = fold((~padding_mask(mel_lens, k * T_tok))[..., None].float().expand(-1, -1, self.config.n_mels),
-                    T_tok, k)  # 1 on the frames the audio has (not the padding, not the last token's overhang)
+        real = fold((~padding_mask(mel_lens, FOLD * T_tok))[..., None].float().expand(-1, -1, self.config.n_mels),
+                    T_tok)  # 1 on the frames the audio has (not the padding, not the last token's overhang)
         return (error * real).sum() / real.sum().clamp(min=1)
 
     @torch.no_grad()
     def sample(self, tokens, lengths, speaker, steps=10, cfg_strength=None, generator=None):
-        """Tokens (B, T_tok) with lengths (B,), speaker: voice() (B, voice size) -> log-mel (B, fold * repeat
-        * T_tok, n_mels) after `steps` Euler steps; frames past fold * repeat * lengths are zero."""
+        """Tokens (B, T_tok) with lengths (B,), speaker: voice() (B, voice size) -> log-mel (B, FOLD * repeat
+        * T_tok, n_mels) after `steps` Euler steps; frames past FOLD * repeat * lengths are zero."""
         w = self.config.cfg_strength if cfg_strength is None else cfg_strength
         tokens, lengths = self.positions(tokens, lengths)
-        (B, T_tok), k = tokens.shape, self.config.fold
-        x = torch.randn(B, T_tok, k * self.config.n_mels, generator=generator).to(self.out.weight.device)
+        B, T_tok = tokens.shape
+        x = torch.randn(B, T_tok, FOLD * self.config.n_mels, generator=generator).to(self.out.weight.device)
         times = 1 - torch.cos(torch.linspace(0, 1, steps + 1) * math.pi / 2)  # cosine schedule: small first steps
         both = torch.cat([torch.ones(B, dtype=torch.bool), torch.zeros(B, dtype=torch.bool)]).to(x.device)
         for t0, t1 in zip(times[:-1].tolist(), times[1:].tolist()):
@@ -142,5 +144,5 @@ class TokenToMel(nn.Module):
             v_cond, v_free = self.velocity(x.repeat(2, 1, 1), t, tokens.repeat(2, 1), lengths.repeat(2),
                                            speaker.repeat(2, 1), both).float().chunk(2)
             x = x + (t1 - t0) * (v_cond + w * (v_cond - v_free))
-        mel = unfold(x, k) * self.config.mel_std + self.config.mel_mean
-        return mel.masked_fill(padding_mask(k * lengths, mel.shape[1])[..., None], 0.0)
+        mel = unfold(x) * self.config.mel_std + self.config.mel_mean
+        return mel.masked_fill(padding_mask(FOLD * lengths, mel.shape[1])[..., None], 0.0)

@@ -24,7 +24,7 @@ from nanospeechrl.data import collate, pad_ids
 from nanospeechrl.llm import LLMConfig
 from nanospeechrl.rewards import normalize
 from nanospeechrl.tokenizer import Tokenizer
-from nanospeechrl.tts.flow import FlowConfig, TokenToMel
+from nanospeechrl.tts.flow import FOLD, FlowConfig, TokenToMel
 from nanospeechrl.tts.speaker import SpeakerConfig, SpeakerEncoder
 from nanospeechrl.tts.text_front import speakable
 from nanospeechrl.tts.token_lm import TokenLM, length_caps, sample_tokens, speech_tokens
@@ -87,11 +87,11 @@ class TTS:
 
     @torch.no_grad()
     def mels(self, tokens, voices, steps=10, generator=None, cfg_strength=None):
-        """Speech-token lists + voices (B, dim; voice()) -> a list of log-mel (fold * repeat * n_i, 80);
+        """Speech-token lists + voices (B, dim; voice()) -> a list of log-mel (FOLD * repeat * n_i, 80);
         cfg_strength: the flow's guidance (None: its config's)."""
         ids, lengths = pad_ids(tokens, self.device)
         mel = self.flow.sample(ids, lengths, voices, steps, cfg_strength, generator=generator)
-        k = self.flow.config.fold * self.flow.config.repeat  # mel frames per speech token
+        k = FOLD * self.flow.config.repeat  # mel frames per speech token
         return [m[:k * n] for m, n in zip(mel.float(), lengths.tolist())]
 
     def synthesize(self, texts, voices, steps=10, generator=None, **sampling):

@@ -42,7 +42,7 @@ class Token2Text(nn.Module):
         return self.head(self.body(x.repeat_interleave(r, 1), r * lengths))
 
     def forward(self, tokens, lengths):
-        """Speech tokens (B, T), lengths (B,) -> CTC logits (B, T, vocab), lengths."""
+        """Speech tokens (B, T), lengths (B,) -> CTC logits (B, repeat * T, vocab), their lengths."""
         return self.logits_from_embeds(self.embedding(tokens), lengths), self.config.repeat * lengths
 
     def ctc_loss(self, tokens, labels, device):
