@@ -3,8 +3,8 @@ Train a text-to-speech system from scratch (CosyVoice 2 in miniature), then eval
 models that never trained it.
 
     python train_tts.py                                  # tiny preset, built-in corpus, CPU
-    python train_tts.py --judge ''                       # judge with this run's CTC ASR only (default: also
-                                                         # train_asr.py's speech LLM, out/asr/stage1, if there)
+    python train_tts.py --judge ''                       # judge with this run's CTC ASR (default: train_asr.py's
+                                                         # speech LLM, out/asr/stage1, if there; --ctc-judge: both)
     python train_tts.py --preset small --device cuda     # one GPU
     python train_tts.py --data train.jsonl --eval test=test.jsonl   # manifests with a "speaker" field
     python sample.py synthesize --ckpt out/tts/lm --text "Hello there." --speaker en-us+f3 -o hello.wav
@@ -17,9 +17,9 @@ Stages, in the order they run (each checkpoints to <out>/<stage>; --resume conti
               Token2Text on the tokenizer's tokens of real audio (tts/token2text.py)
   lm          text -> speech tokens: llm.LLM + the KV-cached sampler, SFT (tts/token_lm.py),
               early stopping on dev loss, or (--lm-stop cer) on the reward ASR's CER of dev syntheses
-  judge       the evaluation's own models: a CTC judge ASR and a second speaker encoder, other
-              seeds and sizes, trained on real audio only (the speech LLM of train_asr.py, when
-              there, is the judge reported first)
+  judge       the evaluation's own models, trained on real audio only, other seeds and sizes: a
+              second speaker encoder, and a CTC judge ASR where train_asr.py's speech LLM, the
+              judge when there, is not (or --ctc-judge)
   rl          RL of the LM by --rl: grpo (rewards on synthesised speech), diffro (gradients
               through Token2Text, tts/diffro.py), both, or both-nofilter -> <out>/rl-<method>
   control     the control for rl: LM SFT continued for the wall time rl took -> <out>/lm-control
@@ -83,7 +83,7 @@ class TTSConfig:
     fsq_dims: int = 6  # bottleneck dimensions (0: no bottleneck, for the comparison run)
     fsq_levels: int = 3  # values per bottleneck dimension: fsq_levels ** fsq_dims speech tokens
     tok_stride: int = 1  # encoder frames per speech token: 25 / tok_stride tokens a second
-    tok_steps: int = 1000  # tokenizer CTC steps
+    tok_steps: int = 2000  # tokenizer CTC steps
     spk_steps: int = 2000  # speaker-encoder steps
     spk_crop: int = 300  # speaker training sees random crops of at most this many frames
     flow_d: int = 192  # flow estimator width
@@ -92,7 +92,7 @@ class TTSConfig:
     flow_voice: str = "other"  # the flow's speaker embedding in training: other (another clip of the voice) | own
     flow_ref: int = 128  # the flow's reference encoder over a clip of the voice: its size (0: none)
     euler_steps: int = 10  # Euler steps when sampling the flow in evaluation
-    cfg_strength: float = 0.7  # classifier-free guidance strength
+    cfg_strength: float = 2.0  # classifier-free guidance strength w (in evaluation and in the RL reward)
     n_embd: int = 256  # LM width
     llm_init: str = ""  # a Llama / Qwen2 checkpoint directory: the LM starts from it (its shape), with its tokenizer
     lm_layers: int = 4  # LM blocks
@@ -106,6 +106,7 @@ class TTSConfig:
     lm_pairs: int = 0  # LM SFT (and its control) on the first N training utterances only (0: all): limited paired data
     judge: str = "auto"  # the judge reported first: a train_asr.py speech LLM; auto: <out>/../asr/stage1 if it exists
     judge_steps: int = 1000  # judge CTC steps (when it is trained here)
+    ctc_judge: bool = False  # beside a speech-LLM judge, also train and report a CTC judge (without one: always)
     reward_steps: int = 600  # reward-ASR CTC steps
     t2t_steps: int = 600  # Token2Text CTC steps
     rl: str = "both"  # rl's method: grpo | diffro | both (+ DiffRO on positive advantages) | both-nofilter
@@ -184,7 +185,8 @@ def parse_args(argv=None):
                          f"it, or point --out at a run that has it")
     if cfg.judge == "auto":
         cfg = replace(cfg, judge=default_judge(cfg.out))
-        print(f"judge: the speech LLM {cfg.judge} (train_asr.py), and this run's CTC judge" if cfg.judge else
+        print(f"judge: the speech LLM {cfg.judge} (train_asr.py)" + (", and this run's CTC judge" * cfg.ctc_judge)
+              if cfg.judge else
               f"judge: this run's CTC judge (no train_asr.py speech LLM in "
               f"{os.path.join(os.path.dirname(os.path.normpath(cfg.out)), 'asr', 'stage1')}: run it first for the "
               f"stronger judge)")
@@ -346,7 +348,8 @@ def main(argv=None):
         dev_tokens = tokenize_all(speech_tok, run.dev[1], cfg.eval_batch, device)
         train_lm("lm", run, tokens, n_codes=n_codes, dev_tokens=dev_tokens, **common)
     if "judge" in stages:  # the evaluation's own models: nothing else trains on, selects or rewards with them
-        train_ctc("judge", cfg.seed + 1, cfg.judge_steps, run, **common)
+        if cfg.ctc_judge or not cfg.judge:  # beside the speech LLM it read synthesised speech alike (RESULTS)
+            train_ctc("judge", cfg.seed + 1, cfg.judge_steps, run, **common)
         scfg = SpeakerConfig(channels=192, n_layer=3, kernel=3, mean_norm=True,  # another architecture and seed
                              classes=tuple(len(c) for c in run.voice_classes))
         train_speaker("speaker_eval", scfg, cfg.seed + 1, run, **common)

@@ -142,15 +142,16 @@ def main():
     if "guidance" in only:
         compare = Compare("guidance: the flow from real tokens, CFG strength w and Euler steps N", texts, reward,
                           speaker, ref_emb)
-        for w, n in ((0.7, 10), (0.0, 10), (2.0, 10), (0.7, 4), (0.7, 25)):
-            compare(f"w {w}, N {n}" + (" (default)" if (w, n) == (0.7, 10) else ""), flow(real_tokens, n, w))
+        w0 = tts.flow.config.cfg_strength  # the run's
+        for w, n in dict.fromkeys(((w0, 10), (0.0, 10), (0.7, 10), (2.0, 10), (w0, 4), (w0, 25))):
+            compare(f"w {w}, N {n}" + (" (the run's)" if (w, n) == (w0, 10) else ""), flow(real_tokens, n, w))
     if "flows" in only and args.flows:
-        compare = Compare("flows: from real tokens, w 0.7, N 10", texts, reward, speaker, ref_emb)
+        compare = Compare("flows: from real tokens, each flow's w, N 10", texts, reward, speaker, ref_emb)
         for run_dir in [args.run, *args.flows.split(",")]:
             model = load_tts(os.path.join(run_dir, "lm")).to(device)
             compare(run_dir, flow(real_tokens, model=model))
     if "runs" in only and args.runs:
-        own = Compare("runs (c): the flow from the run's own tokens of dev audio, w 0.7, N 10", texts, reward,
+        own = Compare("runs (c): the flow from the run's own tokens of dev audio, its w, N 10", texts, reward,
                       speaker, ref_emb)
         full = Compare("runs (d): the run's LM with the default decoding, then its flow", texts, reward, speaker,
                        ref_emb)

@@ -29,9 +29,16 @@ def field_comments(cls):
     return {m[1]: m[2] for line in inspect.getsource(cls).splitlines() if (m := _FIELD.match(line))}
 
 
+def truth(text):
+    """A bool flag's value: --bf16 false (or no, off, 0) and --bf16 true (yes, on, 1)."""
+    if text.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        return text.lower() in ("true", "yes", "on", "1")
+    raise argparse.ArgumentTypeError(f"{text!r} is not true or false")
+
+
 def add_config_flags(parser, *classes):
-    """--flag-name for every field of every class (bools as --x / --no-x); defaults are None, so
-    a caller can tell a flag that was given from one that was not (presets fill the rest)."""
+    """--flag-name for every field of every class (bools as --x, --x false or --no-x); defaults are
+    None, so a caller can tell a flag that was given from one that was not (presets fill the rest)."""
     for cls in classes:
         comments, group = field_comments(cls), parser.add_argument_group(f"{cls.__name__} fields")
         for f in fields(cls):
@@ -40,7 +47,10 @@ def add_config_flags(parser, *classes):
                 raise ValueError(f"{cls.__name__}.{f.name} has no comment: it is the flag's --help")
             help = f"{comments[f.name]} (default: {f.default})".replace("%", "%%")
             if f.type is bool or f.type == "bool":
-                group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
+                group.add_argument(flag, nargs="?", const=True, type=truth, default=None, metavar="true|false",
+                                   help=help)
+                group.add_argument("--no-" + flag[2:], dest=f.name, action="store_false", default=None,
+                                   help=argparse.SUPPRESS)
             else:
                 group.add_argument(flag, type=type(f.default), default=None, help=help)
 

@@ -213,8 +213,12 @@ def test_bf16_autocast_where_it_is_fast(monkeypatch):
     assert not devices.uses_bf16(cuda)  # no faster than fp32 on an H100 (docs/RESULTS.md)
     monkeypatch.setattr(devices, "CPU_BF16", False)  # CPU bf16 without bf16 units is emulated: slower
     assert not devices.uses_bf16(cpu)
-    cfg, _ = load_train_asr().parse_args(["--no-bf16"])
-    assert cfg.bf16 is False
+    parse = load_train_asr().parse_args
+    assert parse(["--no-bf16"])[0].bf16 is False and parse(["--bf16", "false"])[0].bf16 is False
+    assert parse(["--bf16"])[0].bf16 is True and parse(["--bf16", "True"])[0].bf16 is True
+    assert parse([])[0].bf16 is True and parse(["--bf16", "0", "--no-resume"])[0].resume is False
+    with pytest.raises(SystemExit):
+        parse(["--bf16", "maybe"])
     monkeypatch.setattr(devices, "CPU_BF16", True)
     monkeypatch.setattr(devices, "BF16", False)  # what main does with --no-bf16
     assert not devices.uses_bf16(cpu)

@@ -417,3 +417,16 @@ def test_lm_pairs_limit_the_lm_and_its_control_to_the_first_pairs(full_run, tmp_
         rows = [x for x in read_metrics(out)[n:] if x["stage"] == stage and "epoch" in x]
         assert len(rows) >= 4, stage
         assert all(x["epoch"] == x["step"] // 2 for x in rows), (stage, [(x["step"], x["epoch"]) for x in rows])
+
+
+def test_a_speech_llm_judge_replaces_the_ctc_judge_unless_asked_for_both(full_run, asr_judge, tmp_path):
+    """Stage judge beside a speech-LLM judge trains only the second speaker encoder (the CTC judge
+    would read synthesised speech as the speech LLM does, docs/RESULTS.md); --ctc-judge trains both."""
+    corpus = full_run[0].parent
+    for flags, ctc in (([], False), (["--ctc-judge"], True)):
+        out = tmp_path / f"o{len(flags)}"
+        r = train_tts(*data_args(corpus), *TINY, "--out", out, "--stages", "judge", "--no-evaluate", "--judge",
+                      asr_judge["clean"], *flags, cwd=corpus)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert (out / "speaker_eval" / "state.json").exists()
+        assert (out / "judge" / "state.json").exists() == ctc, flags

@@ -41,7 +41,7 @@ class FlowConfig:
     n_layer: int = 4  # conformer blocks
     n_head: int = 4
     cfg_drop: float = 0.2  # training: conditions dropped together with this probability
-    cfg_strength: float = 0.7  # sampling: w, how far guidance pushes past the conditional velocity
+    cfg_strength: float = 2.0  # sampling: w, how far guidance pushes past the conditional velocity
     sigma_min: float = 1e-6  # the path's noise floor at t = 1
     mel_mean: float = 0.0  # log-mel normalisation (set from the training data)
     mel_std: float = 1.0
