@@ -76,6 +76,7 @@ class TrainConfig:
     vocab_size: int = 384  # BPE vocabulary (text tokens + specials)
     d_model: int = 144  # encoder width
     enc_layers: int = 4  # conformer blocks
+    conv_channels: int = 32  # channels of the encoder's subsampling convs (its costliest part on a CPU)
     n_embd: int = 256  # LLM width
     llm_init: str = ""  # a Llama / Qwen2 checkpoint directory: the LLM starts from it, with its tokenizer
     llm_layers: int = 4  # LLM blocks
@@ -396,7 +397,7 @@ def main(argv=None):
     device, log = start_run(cfg, gcfg)
     stages = cfg.stages.split(",")
     enc_cfg = EncoderConfig(d_model=cfg.d_model, n_layer=cfg.enc_layers, dropout=cfg.dropout,
-                            vocab_size=len(CTC_CHARS) + 1)
+                            conv_channels=cfg.conv_channels, vocab_size=len(CTC_CHARS) + 1)
     with distributed.main_first():  # rank 0 builds the corpus and feature cache and trains the tokenizer
         tokenizer, run = load_run_data(cfg, enc_cfg.max_frames)
     llm_cfg = pretrained_config(cfg.llm_init, tokenizer.vocab_size) if cfg.llm_init else \

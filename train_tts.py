@@ -80,6 +80,7 @@ class TTSConfig:
     d_model: int = 144  # width of the tokenizer, the judge, the reward ASR and Token2Text
     tok_layers: int = 2  # tokenizer blocks before the bottleneck
     tok_upper: int = 2  # tokenizer blocks after it
+    conv_channels: int = 32  # channels of the subsampling convs of the tokenizer, judge and reward ASR
     fsq_dims: int = 6  # bottleneck dimensions (0: no bottleneck, for the comparison run)
     fsq_levels: int = 3  # values per bottleneck dimension: fsq_levels ** fsq_dims speech tokens
     tok_stride: int = 1  # encoder frames per speech token: 25 / tok_stride tokens a second

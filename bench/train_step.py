@@ -1,6 +1,7 @@
 """Benchmark one training step of every stage: eager fp32, torch.compile'd fp32, bf16 autocast.
 
     python bench/train_step.py [--steps 10] [--only ctc,sft,...] [--threads 2] [--quick]
+    python bench/train_step.py --only ctc,tokenizer --modes eager --conv-channels 64   # vs the default 32
 
 One step = forward + backward + gradient clipping + AdamW step, on synthetic random inputs
 of the default shapes of train_asr.py (TrainConfig) and train_tts.py (TTSConfig), no corpus:
@@ -16,10 +17,11 @@ of the default shapes of train_asr.py (TrainConfig) and train_tts.py (TTSConfig)
 A batch is the median-length batch of the scripts' length bucketing (lengths drawn like the
 built-in corpus's, padded to data.SHAPE_MULTIPLE). Modes: eager fp32; compiled fp32 (the
 stage's networks through devices.compile_or_eager; the optimizer stays eager); bf16 autocast
-(only where devices.CPU_BF16); --modes can add compiled-bf16. Every mode has its own copy of
-the same initial model. The modes run interleaved, one step each per repeat in a rotating
-order, so a machine whose speed wanders slows all alike; reported: the median step time, and
-the median over repeats of each mode's time over eager's in the same repeat.
+(only where devices.CPU_BF16); --modes can add compiled-bf16; --conv-channels C adds ctc and
+tokenizer with C channels in their subsampling convs (eager fp32) as one more mode. Every mode
+has its own copy of the same initial model. The modes run interleaved, one step each per repeat
+in a rotating order, so a machine whose speed wanders slows all alike; reported: the median step
+time, and the median over repeats of each mode's time over eager's in the same repeat.
 
 Compilation: the first compiled step's time (cold: a fresh inductor cache unless --warm-cache),
 and (where compiling is >= 1.1x faster, or with --recompile all) the first compiled steps on
@@ -36,6 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # run from anywhere
 
@@ -114,7 +117,8 @@ def stage_ctc(cfg, scale):
     lengths = corpus_lengths(3000)
     feats = [torch.randn(n, 80) for n in lengths]
     labels = [torch.randint(1, N_CHARS, (max(1, n // 8),)).tolist() for n in lengths]
-    enc_cfg = EncoderConfig(d_model=cfg.d_model, n_layer=cfg.enc_layers, dropout=cfg.dropout, vocab_size=N_CHARS)
+    enc_cfg = EncoderConfig(d_model=cfg.d_model, n_layer=cfg.enc_layers, dropout=cfg.dropout,
+                            conv_channels=cfg.conv_channels, vocab_size=N_CHARS)
     torch.manual_seed(0)
     base = torch.nn.ModuleDict({"encoder": Encoder(enc_cfg), "head": CTCHead(enc_cfg)})
 
@@ -224,7 +228,7 @@ def stage_tokenizer(tcfg, scale):
     feats = [torch.randn(n, 80) for n in lengths]
     labels = [torch.randint(1, N_CHARS, (max(1, n // 8),)).tolist() for n in lengths]
     config = TokenizerConfig(encoder=dict(d_model=tcfg.d_model, n_layer=tcfg.tok_layers, dropout=0.0,
-                                          vocab_size=N_CHARS), n_upper=tcfg.tok_upper,
+                                          conv_channels=tcfg.conv_channels, vocab_size=N_CHARS), n_upper=tcfg.tok_upper,
                              fsq_dims=tcfg.fsq_dims, fsq_levels=tcfg.fsq_levels)
     torch.manual_seed(0)
     base = SpeechTokenizer(config)
@@ -317,8 +321,11 @@ def net(seconds):
     return f"saves {seconds:.0f} s" if seconds >= 0 else f"costs {-seconds:.0f} s more"
 
 
-def bench_stage(name, built, modes, repeats, recompile):
+def bench_stage(name, built, modes, repeats, recompile, variants=None):
+    """variants: {name: make} of the same stage built with other settings, timed as eager fp32 modes."""
     desc, make, (main, others), n_lengths, shape = built
+    kinds = {mode: (make, *MODES[mode]) for mode in modes} | {v: (m, False, False) for v, m in (variants or {}).items()}
+    modes = list(kinds)
     field, config = STEPS[name]
     n_steps = getattr(config(), field)
     print(f"\n[{name}] {desc}; {n_steps} steps by default (--{field.replace('_', '-')})")
@@ -327,7 +334,7 @@ def bench_stage(name, built, modes, repeats, recompile):
     steps = {}
     first, compile_s, losses, wrappers = {}, {}, {}, {}
     for mode in modes:
-        compiled, bf16 = MODES[mode]
+        make, compiled, bf16 = kinds[mode]
         torch.manual_seed(0)
         n_wrappers = len(WRAPPERS)
         steps[mode] = make(compiled)
@@ -340,7 +347,7 @@ def bench_stage(name, built, modes, repeats, recompile):
     times = {mode: [] for mode in modes}
     for r in range(repeats):
         for mode in modes[r % len(modes):] + modes[:r % len(modes)]:  # rotating order
-            times[mode].append(run_mode(steps[mode], MODES[mode][1], main)[0])
+            times[mode].append(run_mode(steps[mode], kinds[mode][2], main)[0])
     for mode in modes:
         med = statistics.median(times[mode])
         line = f"  {mode:14s} {1000 * med:8.1f} ms/step"
@@ -400,6 +407,8 @@ def main():
     parser.add_argument("--warm-cache", action="store_true",
                         help="use inductor's usual on-disk cache (compile times of a rerun) instead of a fresh one")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 repeats, batches a tenth of the size")
+    parser.add_argument("--conv-channels", type=int, default=0,
+                        help="also time ctc and tokenizer with this many subsampling channels (eager fp32)")
     args = parser.parse_args()
     only = [s for s in args.only.split(",") if s]
     if set(only) - set(STAGES):
@@ -426,12 +435,16 @@ def main():
                 "flow": lambda: stage_flow(tts, scale), "lm": lambda: stage_lm(tts, scale)}
     t0 = time.time()
     results = {}
+    others = {"ctc": lambda: stage_ctc(replace(asr, conv_channels=args.conv_channels), scale),
+              "tokenizer": lambda: stage_tokenizer(replace(tts, conv_channels=args.conv_channels), scale)}
     for name in only:
-        results[name] = bench_stage(name, builders[name](), modes, repeats, "none" if args.quick else args.recompile)
+        variants = {f"conv {args.conv_channels}": others[name]()[1]} if args.conv_channels and name in others else None
+        results[name] = bench_stage(name, builders[name](), modes, repeats, "none" if args.quick else args.recompile,
+                                    variants)
     devices.BF16 = True
     print(f"\nsummary: step time / eager fp32's (median of {repeats} paired repeats; < 1 is faster):")
     for name, (ratios, compile_s) in results.items():
-        cells = [f"{m}/eager {ratios[m]:.2f} ({1 / ratios[m]:.2f}x)" for m in modes if m != "eager"]
+        cells = [f"{m}/eager {ratios[m]:.2f} ({1 / ratios[m]:.2f}x)" for m in ratios if m != "eager"]
         cells += [f"compile {compile_s[m]:.0f} s" + ("" if len(compile_s) == 1 else f" ({m})") for m in compile_s]
         print(f"  {name:10s} " + ", ".join(cells))
     print(f"total {time.time() - t0:.0f} s; load average {os.getloadavg()[0]:.1f}")

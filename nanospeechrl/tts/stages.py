@@ -40,7 +40,8 @@ def train_tokenizer(run, cfg, device, tokenizer, log, gen):
     """Stage tokenizer: CTC on the transcripts through the FSQ bottleneck."""
     torch.manual_seed(cfg.seed)
     tcfg = TokenizerConfig(encoder=dict(d_model=cfg.d_model, n_layer=cfg.tok_layers, dropout=0.0,
-                                        vocab_size=len(CTC_CHARS) + 1), n_upper=cfg.tok_upper,
+                                        conv_channels=cfg.conv_channels, vocab_size=len(CTC_CHARS) + 1),
+                           n_upper=cfg.tok_upper,
                            fsq_dims=cfg.fsq_dims, fsq_levels=cfg.fsq_levels, stride=cfg.tok_stride)
     model = SpeechTokenizer(tcfg).to(device)
     step = ctc_step_fn(lambda f, n: model(f, n)[:2], run.feats, run.labels, device)
@@ -96,7 +97,7 @@ def train_ctc(name, seed, steps, run, cfg, device, tokenizer, log, gen):
     """A CTC ASR on real audio (the judge, the reward ASR): its own seed, the tokenizer's depth."""
     torch.manual_seed(seed)
     enc_cfg = EncoderConfig(d_model=cfg.d_model, n_layer=cfg.tok_layers + cfg.tok_upper, dropout=0.0,
-                            vocab_size=len(CTC_CHARS) + 1)
+                            conv_channels=cfg.conv_channels, vocab_size=len(CTC_CHARS) + 1)
     model = torch.nn.ModuleDict({"encoder": Encoder(enc_cfg), "head": CTCHead(enc_cfg)}).to(device)
     step = ctc_step_fn(lambda f, n: (lambda h, m: (model["head"](h), m))(*model["encoder"](f, n)), run.feats,
                        run.labels, device)
