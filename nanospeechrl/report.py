@@ -124,7 +124,7 @@ def seeds_table(rows):
 
 def tts_tables(rows):
     """train_tts.py's evaluation: per voice set, every row's judge WER / CER, the other judge's
-    CER, similarity, duration, the reward models' CER, and CER against (a) and the control."""
+    CER (where there is one), similarity, duration, the reward models' CER, and CER against (a) and the control."""
     evals, out = latest(rows, "eval"), []
     for split in dict.fromkeys(r["split"] for r in evals):
         body = []
@@ -137,9 +137,11 @@ def tts_tables(rows):
                          _pct(r.get("token2text_cer")), _interval(r, "cer_diff/(a)"),
                          _interval(r, control) if control else ""))
         judge = next((r.get("judge") for r in evals if r["split"] == split), "judge")
-        out += [f"### {split} (judge: {judge})", ""] + _table(
-            ("row", "WER", "CER", "other judge CER", "similarity", "duration", "reward ASR CER", "Token2Text CER",
-             "CER - (a)", "CER - control"), body) + [""]
+        head = ("row", "WER", "CER", "other judge CER", "similarity", "duration", "reward ASR CER", "Token2Text CER",
+                "CER - (a)", "CER - control")
+        if not any(row[3] for row in body):  # one judge (no --ctc-judge): no empty column
+            head, body = [h for i, h in enumerate(head) if i != 3], [row[:3] + row[4:] for row in body]
+        out += [f"### {split} (judge: {judge})", ""] + _table(head, body) + [""]
     return out + seeds_table(rows)
 
 

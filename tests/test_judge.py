@@ -58,3 +58,13 @@ def test_the_default_judge_is_train_asr_speech_llm_beside_the_run(tmp_path):
     write_config(tmp_path / "asr" / "stage0", {"train": {}, "encoder": {}})
     (tmp_path / "asr" / "stage0" / "state.json").write_text("{}")
     assert default_judge(tmp_path / "other" / "tts") == ""
+
+
+def test_report_card_shows_the_other_judges_column_only_where_one_scored():
+    from nanospeechrl.report import tts_tables
+    row = {"stage": "eval", "split": "training voices", "model": "(a) real audio", "judge": "speech LLM",
+           "wer": 0.1, "cer": 0.05, "similarity": 0.8, "duration_ratio": 1.0}
+    one = "\n".join(tts_tables([row]))
+    assert "other judge CER" not in one and "| (a) real audio | 10.0% | 5.0% | 0.800 | 1.00 |" in one
+    two = "\n".join(tts_tables([{**row, "ctc/cer": 0.12}]))
+    assert "| CER | other judge CER |" in two and "| 5.0% | 12.0% | 0.800 |" in two
