@@ -123,8 +123,8 @@ def seeds_table(rows):
 
 
 def tts_tables(rows):
-    """train_tts.py's evaluation: per voice set, every row's judge WER / CER, the other judge's
-    CER (where there is one), similarity, duration, the reward models' CER, and CER against (a) and the control."""
+    """train_tts.py's evaluation: per voice set, every row's judge WER / CER, the other judge's CER
+    (where one scored), similarity, duration, the reward models' CER, CER against (a) and the control."""
     evals, out = latest(rows, "eval"), []
     for split in dict.fromkeys(r["split"] for r in evals):
         body = []

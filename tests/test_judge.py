@@ -10,6 +10,7 @@ from nanospeechrl.builtin.corpus import CorpusConfig, _items
 from safetensors.torch import save_file
 
 from nanospeechrl import audio
+from nanospeechrl.report import tts_tables
 from nanospeechrl.tts.judge import check_unseen, default_judge, training_texts
 
 
@@ -61,7 +62,6 @@ def test_the_default_judge_is_train_asr_speech_llm_beside_the_run(tmp_path):
 
 
 def test_report_card_shows_the_other_judges_column_only_where_one_scored():
-    from nanospeechrl.report import tts_tables
     row = {"stage": "eval", "split": "training voices", "model": "(a) real audio", "judge": "speech LLM",
            "wer": 0.1, "cer": 0.05, "similarity": 0.8, "duration_ratio": 1.0}
     one = "\n".join(tts_tables([row]))
